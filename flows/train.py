@@ -1,0 +1,105 @@
+"""Build stages `train` (fit the base classifier) and `register` (MLflow: version + `champion`)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+
+from prefect import flow, task
+
+from flows.params import load_params, resolve
+from tasks.registry import CHAMPION, find_version, log_and_register, set_alias, version_by_alias
+from unlearn_ops.data.store import SampleStore
+from unlearn_ops.models import build_model, load_model, save_model
+from unlearn_ops.training import TrainConfig, accuracy, fit, per_class_accuracy
+from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
+
+MODEL_DIR = "models/{name}"
+
+
+def model_spec(arch: str, store: SampleStore) -> dict:
+    c, h, _ = store.meta["payload_shape"]
+    return {"arch": arch, "in_channels": c, "num_classes": len(store.classes), "image_size": h}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@task(name="train-base", tags=["gpu"])
+def train_task(params: dict) -> dict:
+    t, d = params["train"], params["data"]
+    store = SampleStore(resolve(d["store_dir"]))
+    splits = store.splits()
+    seed_everything(t["seed"])
+    spec = model_spec(t["arch"], store)
+    model = build_model(spec)
+    start = time.perf_counter()
+    fit(model, splits.retain, TrainConfig(epochs=t["epochs"], lr=t["lr"], batch_size=t["batch_size"],
+                                          seed=t["seed"], device=t["device"]), progress=print)
+    seconds = time.perf_counter() - start
+    model = model.cpu()
+    metrics = {"train_accuracy": accuracy(model, splits.retain), "test_accuracy": accuracy(model, splits.test),
+               "nonmember_accuracy": accuracy(model, splits.nonmember), "train_seconds": seconds}
+    metrics.update({f"test_accuracy_class_{i}": a
+                    for i, a in enumerate(per_class_accuracy(model, splits.test, splits.num_classes))})
+    if metrics["test_accuracy"] < t["min_test_accuracy"]:
+        raise RuntimeError(f"base model test accuracy {metrics['test_accuracy']:.4f} < "
+                           f"{t['min_test_accuracy']}: not saving a broken model")
+    out = save_model(model, spec, resolve(MODEL_DIR.format(name=t["model_name"])))
+    atomic_write_json(resolve("metrics/train.json"), metrics)
+    print(f"trained {t['model_name']}: test accuracy {metrics['test_accuracy']:.4f} in {seconds:.0f} s -> {out}")
+    return metrics
+
+
+@flow(name="build-train", log_prints=True)
+def train() -> dict:
+    return train_task(load_params())
+
+
+@flow(name="build-register", log_prints=True)
+def register() -> str:
+    """Register the built model as `champion` unless these exact weights are registered already.
+
+    Idempotent (keyed on the weights' sha256), so `dvc repro` can run it every time.
+    """
+    params = load_params()
+    t = params["train"]
+    directory = resolve(MODEL_DIR.format(name=t["model_name"]))
+    weights_hash = sha256_file(directory / "model.safetensors")
+    existing = find_version(t["model_name"], "weights_sha256", weights_hash)
+    if existing:
+        if version_by_alias(t["model_name"], CHAMPION) is None:
+            set_alias(t["model_name"], CHAMPION, existing)
+        print(f"{t['model_name']} weights already registered as version {existing}")
+        return existing
+    import json
+
+    metrics = json.loads(resolve("metrics/train.json").read_text())
+    store = SampleStore(resolve(params["data"]["store_dir"]))
+    load_model(directory)  # fail here, not in serving, if the files do not load
+    tags = {"weights_sha256": weights_hash, "lineage": "build", "method": "train",
+            "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit(),
+            "dataset": store.name}
+    version = log_and_register(directory, name=t["model_name"], experiment=t["experiment"], run_name="build-train",
+                               params={**{f"train.{k}": v for k, v in t.items()},
+                                       **{f"data.{k}": v for k, v in params["data"].items()}},
+                               metrics=metrics, tags=tags, artifacts=[resolve("metrics/validation.json")])
+    set_alias(t["model_name"], CHAMPION, version)
+    print(f"registered {t['model_name']} version {version} as {CHAMPION}")
+    return version
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("stage", choices=["train", "register"])
+    args = ap.parse_args()
+    train() if args.stage == "train" else register()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""MLflow tracking and registry: log a model directory, register it, move aliases, load by alias.
+
+Aliases: `champion` is what serving loads; `candidate` is the latest produced version. Every
+version carries lineage tags (base version, batch, requests, forget-set hash, method, verdict).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import task
+from torch import nn
+
+from unlearn_ops.models import load_model, save_model
+
+log = logging.getLogger(__name__)
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_classifier.py")
+CHAMPION, CANDIDATE = "champion", "candidate"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+
+
+def ensure_experiment(name: str) -> str:
+    """Create the experiment with artifacts beside the sqlite DB (not wherever the cwd is)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    uri = tracking_uri()
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _requirements() -> list[str]:
+    import safetensors
+    import torch
+
+    # Explicit requirements: MLflow's inference spawns a subprocess and costs seconds per log.
+    return [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy"]
+
+
+def log_and_register(model_dir: str | Path, *, name: str, experiment: str, run_name: str,
+                     params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+                     tags: dict[str, str] | None = None, artifacts: list[str | Path] = ()) -> str:
+    """Log `model_dir` (spec.json + model.safetensors) as a pyfunc model and register a new
+    version of `name`; returns the version number (as a string)."""
+    exp_id = ensure_experiment(experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        mlflow.set_tags(tags or {})
+        with warnings.catch_warnings():  # "add type hints to predict": we pass arrays, not typed records
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
+                                           artifacts={"model_dir": str(model_dir)},
+                                           pip_requirements=_requirements())
+        version = mlflow.register_model(info.model_uri, name, tags=tags or {})
+        log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
+    return str(version.version)
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    MlflowClient(tracking_uri()).set_registered_model_alias(name, alias, version)
+
+
+def version_by_alias(name: str, alias: str) -> Any | None:
+    """The ModelVersion behind `name@alias`, or None when the model or alias does not exist."""
+    try:
+        return MlflowClient(tracking_uri()).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def is_registered(name: str) -> bool:
+    try:
+        MlflowClient(tracking_uri()).get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def find_version(name: str, tag: str, value: str) -> str | None:
+    """The newest version of `name` whose tag `tag` equals `value` (idempotency look-ups)."""
+    if not is_registered(name):
+        return None
+    found = MlflowClient(tracking_uri()).search_model_versions(f"name = '{name}' and tag.`{tag}` = '{value}'")
+    return max((v.version for v in found), key=int, default=None)
+
+
+def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple[nn.Module, dict, str]:
+    """Download `models:/name@alias` (or `/version`) and load it with safetensors."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    if str(version_or_alias).isdigit():
+        mv = client.get_model_version(name, str(version_or_alias))
+    else:
+        mv = client.get_model_version_by_alias(name, version_or_alias)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp)
+        model, spec = load_model(Path(local) / "artifacts" / "model_dir", device=device)
+    return model, spec, str(mv.version)
+
+
+def registry_summary() -> list[dict[str, Any]]:
+    """Every registered model with its versions, aliases and key metrics (for `unlearn status`)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    out = []
+    for rm in client.search_registered_models():
+        aliases = {a: v for a, v in (rm.aliases or {}).items()}
+        versions = []
+        for mv in sorted(client.search_model_versions(f"name = '{rm.name}'"), key=lambda v: int(v.version)):
+            run = client.get_run(mv.run_id) if mv.run_id else None
+            versions.append({"version": mv.version, "aliases": [a for a, v in aliases.items() if str(v) == str(mv.version)],
+                             "tags": dict(mv.tags or {}),
+                             "metrics": dict(run.data.metrics) if run else {},
+                             "created": mv.creation_timestamp})
+        out.append({"name": rm.name, "aliases": aliases, "versions": versions})
+    return out
+
+
+@task(name="register-model", retries=2, retry_delay_seconds=2)
+def register_task(model_dir: str, name: str, experiment: str, run_name: str, params: dict, metrics: dict,
+                  tags: dict, alias: str | None = None) -> str:
+    version = log_and_register(model_dir, name=name, experiment=experiment, run_name=run_name,
+                               params=params, metrics=metrics, tags=tags)
+    if alias:
+        set_alias(name, alias, version)
+    return version
+
+
+def save_for_registry(model: nn.Module, spec: dict, directory: str | Path) -> Path:
+    return save_model(model, spec, directory)

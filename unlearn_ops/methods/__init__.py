@@ -1,0 +1,47 @@
+"""The METHODS registry: one explicit dict, name → module with `Config` and `unlearn`.
+
+One name per method everywhere: file `methods/<name>.py`, key `<name>` here, section
+`unlearn.<name>` in params.yaml, page `docs/methods/<name>.md`.
+"""
+
+from __future__ import annotations
+
+import time
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from unlearn_ops.data.splits import Splits
+from unlearn_ops.methods import finetune, noop, retrain
+from unlearn_ops.methods.base import UnlearnResult, make_config
+
+METHODS: dict[str, ModuleType] = {
+    "retrain": retrain,
+    "finetune": finetune,
+    "noop": noop,
+}
+
+# Methods that never make it into a production policy (test canaries).
+TEST_ONLY = frozenset({"noop"})
+
+
+def get_method(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise KeyError(f"unknown unlearning method {name!r}; registered: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def run_method(name: str, model: nn.Module, splits: Splits, params: dict[str, Any] | None = None,
+               device: str = "auto") -> UnlearnResult:
+    """Build the method's Config from `params` (unknown keys rejected), run it, time it."""
+    module = get_method(name)
+    cfg = make_config(module.Config, params)
+    start = time.perf_counter()
+    result = module.unlearn(model, splits, cfg, device=device)
+    result.seconds = time.perf_counter() - start
+    result.method = name
+    return result
+
+
+__all__ = ["METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "run_method"]

@@ -1,0 +1,110 @@
+"""Fit / evaluate loops shared by base training, retraining and fine-tuning methods."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from unlearn_ops.data.splits import Part
+from unlearn_ops.utils import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3            # fractional epochs are allowed (a share of the last epoch's batches)
+    lr: float = 1e-3
+    batch_size: int = 128
+    optimizer: str = "adam"      # adam | sgd
+    momentum: float = 0.9        # sgd only
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam or sgd")
+
+
+def fit(model: nn.Module, data: Part, cfg: TrainConfig,
+        progress: Callable[[str], None] | None = None) -> nn.Module:
+    """Train `model` in place with cross-entropy on `data`; returns it (on cfg.device, eval mode)."""
+    device = resolve_device(cfg.device)
+    model.to(device).train()
+    torch.manual_seed(cfg.seed)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    loader = data.loader(cfg.batch_size, shuffle=True, seed=cfg.seed)
+    total_steps = math.ceil(cfg.epochs * len(loader))
+    step, epoch = 0, 0
+    while step < total_steps:
+        running, seen = 0.0, 0
+        for x, y in loader:
+            if step >= total_steps:
+                break
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            running += loss.item() * len(y)
+            seen += len(y)
+            step += 1
+        epoch += 1
+        msg = f"epoch {epoch}: loss {running / max(seen, 1):.4f} ({step}/{total_steps} steps)"
+        log.info(msg)
+        if progress:
+            progress(msg)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+                   device: str | torch.device | None = None) -> torch.Tensor:
+    """Logits for `x` in eval mode, on CPU; the model's own device is used by default."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def per_sample_loss(model: nn.Module, data: Part, batch_size: int = 1024) -> torch.Tensor:
+    logits = predict_logits(model, data.x, batch_size)
+    return F.cross_entropy(logits, data.y, reduction="none")
+
+
+def accuracy(model: nn.Module, data: Part, batch_size: int = 1024) -> float:
+    """Top-1 accuracy on `data`; NaN for an empty part (so a missing split is never 'perfect')."""
+    if len(data) == 0:
+        return float("nan")
+    return (predict_logits(model, data.x, batch_size).argmax(1) == data.y).float().mean().item()
+
+
+def per_class_accuracy(model: nn.Module, data: Part, num_classes: int) -> list[float]:
+    pred = predict_logits(model, data.x).argmax(1)
+    out = []
+    for c in range(num_classes):
+        mask = data.y == c
+        out.append((pred[mask] == c).float().mean().item() if mask.any() else float("nan"))
+    return out
+
+
+def reinitialize(model: nn.Module, seed: int) -> nn.Module:
+    """Reset every layer's parameters in place, seeded (used by retraining from scratch)."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model
