@@ -1,0 +1,62 @@
+"""Shared benchmark plumbing: machine/commit notes, result files, mean ± std tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from tasks.env import project_root
+
+OUT_DIR = project_root() / "docs" / "benchmarks"
+
+
+def machine() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=project_root(), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = "unknown"
+    info["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return info
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std(ddof=0))
+
+
+def fmt(values: Iterable[float], digits: int = 3) -> str:
+    m, s = mean_std(values)
+    return "n/a" if np.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Path | None = None) -> Path:
+    """docs/benchmarks/<name>.json (+ .md); the machine and commit are added to both."""
+    out_dir = Path(out_dir or OUT_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"protocol": name, "machine": machine(), **payload}
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
+    m = payload["machine"]
+    header = (f"# Benchmark `{name}`\n\nMachine: {m['platform']}, {m['cpu_count']} CPUs, device {m['device']}, "
+              f"torch {m['torch']}; commit `{m['commit']}`; {m['date']}.\n\n")
+    (out_dir / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
+    return out_dir / f"{name}.json"

@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny digits store and a tiny trained CNN (seconds on 2 cores).
+
+The environment is pointed at a per-session temp folder before prefect/mlflow are imported,
+so tests never touch the project's own registry, Prefect home or the user's home.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
+os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TMP / 'mlflow.db'}"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import tasks.env  # noqa: E402
+
+tasks.env.configure()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from unlearn_ops.data.sources import load_digits  # noqa: E402
+from unlearn_ops.data.store import SampleStore, build_store  # noqa: E402
+from unlearn_ops.models import build_model  # noqa: E402
+from unlearn_ops.training import TrainConfig, fit  # noqa: E402
+
+TINY_SPEC = {"arch": "cnn", "in_channels": 1, "num_classes": 10, "image_size": 8, "widths": [8, 16], "hidden": 32}
+TINY_TRAIN = TrainConfig(epochs=15, lr=3e-3, batch_size=64, seed=0, device="cpu")
+FORGET_CLASS = 3
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _TMP
+
+
+@pytest.fixture(scope="session")
+def digits_store(tmp_path_factory) -> SampleStore:
+    return build_store(load_digits(), tmp_path_factory.mktemp("store") / "digits", max_subject_size=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> dict:
+    return dict(TINY_SPEC)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(digits_store) -> torch.nn.Module:
+    """A small CNN trained on all active digits (forget set included): the 'original' model."""
+    torch.manual_seed(0)
+    model = build_model(TINY_SPEC)
+    return fit(model, digits_store.splits().retain, TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def class_splits(digits_store):
+    return digits_store.splits(digits_store.class_ids(FORGET_CLASS))
+
+
+@pytest.fixture(scope="session")
+def item_splits(digits_store):
+    ids = digits_store.active_ids()
+    forget = [ids[i] for i in torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))[:40].tolist()]
+    return digits_store.splits(forget)
+
+
+@pytest.fixture()
+def mlflow_tmp(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """An ephemeral Prefect API for flow tests (starts once per session, ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
