@@ -101,7 +101,8 @@ def find_version(name: str, tag: str, value: str) -> str | None:
     if not is_registered(name):
         return None
     found = MlflowClient(tracking_uri()).search_model_versions(f"name = '{name}' and tag.`{tag}` = '{value}'")
-    return max((v.version for v in found), key=int, default=None)
+    newest = max((int(v.version) for v in found), default=None)
+    return None if newest is None else str(newest)
 
 
 def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple[nn.Module, dict, str]:

@@ -198,6 +198,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR files are pickles; allow only the numpy globals an array needs, nothing callable."""
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str):  # noqa: D102

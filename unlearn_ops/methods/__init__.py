@@ -14,12 +14,21 @@ from torch import nn
 
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import finetune, noop, retrain
+from unlearn_ops.methods import logit_suppression, neg_grad_plus, random_label, salun, scrub, ssd
+from unlearn_ops.methods import neuron_perturbation
 from unlearn_ops.methods.base import UnlearnResult, make_config
 
 METHODS: dict[str, ModuleType] = {
     "retrain": retrain,
     "finetune": finetune,
     "noop": noop,
+    "neg_grad_plus": neg_grad_plus,
+    "random_label": random_label,
+    "salun": salun,
+    "scrub": scrub,
+    "ssd": ssd,
+    "logit_suppression": logit_suppression,
+    "neuron_perturbation": neuron_perturbation,
 }
 
 # Methods that never make it into a production policy (test canaries).

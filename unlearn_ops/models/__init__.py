@@ -15,8 +15,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearn_ops.models.classifiers import ResNet18, SmallCNN
+from unlearn_ops.models.gan import GAN
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18}
+ARCHS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18, "dcgan": GAN}
 WEIGHTS, SPEC = "model.safetensors", "spec.json"
 
 
@@ -54,4 +55,4 @@ def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-__all__ = ["ARCHS", "SmallCNN", "ResNet18", "build_model", "save_model", "load_model", "state_fingerprint"]
+__all__ = ["ARCHS", "SmallCNN", "ResNet18", "GAN", "build_model", "save_model", "load_model", "state_fingerprint"]

@@ -1,4 +1,12 @@
-"""Population membership-inference attacks on per-sample loss.
+"""Population membership-inference attacks (one attacker for all examples).
+
+Three attacks, each with one definition (docs/verification.md has them side by side):
+
+- `simple_mia`: per-sample loss, logistic regression, forget vs non-members (the NeurIPS'23 kit).
+- `mia_efficacy`: SalUn/Sparse "MIA-Efficacy", *confidence* variant (SVC on p(y|x)).
+- `forgetting_rate`: the seed papers' SVM-transfer attack Fr (LinearSVC fitted on the original model).
+
+Per-example attacks (LiRA, U-LiRA) live in `unlearn_ops.verify.lira`.
 
 `simple_mia` is the NeurIPS'23 unlearning-challenge starting kit's attack: logistic regression on
 the per-sample cross-entropy loss, forget samples (label 1) against an equal number of
@@ -14,10 +22,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
 from torch import nn
 
-from unlearn_ops.data.splits import Part
-from unlearn_ops.training import per_sample_loss
+from unlearn_ops.data.splits import Part, Splits
+from unlearn_ops.training import per_sample_loss, predict_logits
 
 
 def balanced(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,3 +70,67 @@ def matched_nonmembers(forget: Part, nonmember: Part) -> Part:
     """Non-members restricted to the forget set's classes, so class mix does not leak membership."""
     classes = torch.unique(forget.y).numpy()
     return nonmember.where(np.isin(nonmember.y.numpy(), classes))
+
+
+def softmax(model: nn.Module, part: Part) -> np.ndarray:
+    """Softmax output of `model` on `part`, shape (n, classes), float64 on CPU."""
+    return torch.softmax(predict_logits(model, part.x).double(), dim=1).numpy()
+
+
+def true_label_confidence(model: nn.Module, part: Part) -> np.ndarray:
+    """p_model(y | x) for each sample's own label: the feature of the confidence-variant MIA."""
+    probs = softmax(model, part)
+    return probs[np.arange(len(part)), part.y.numpy()]
+
+
+def svc_confidence_attack(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray) -> float:
+    """Fit SVC(RBF, C=3, gamma="auto") on member (1) vs non-member (0) features; the share of
+    `target` it predicts as non-member. Features are 1-D confidences (any shape (n,) or (n, d))."""
+    if len(target) == 0 or len(member) == 0 or len(nonmember) == 0:
+        return float("nan")
+    x = np.concatenate([member, nonmember]).reshape(len(member) + len(nonmember), -1)
+    y = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
+    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+    return float(1.0 - clf.predict(np.asarray(target).reshape(len(target), -1)).mean())
+
+
+def mia_efficacy(model: nn.Module, splits: Splits, seed: int = 0) -> float:
+    """MIA-Efficacy of SalUn / Sparse (`SVC_MIA_forget_efficacy`), **confidence variant**.
+
+    Feature φ(x) = softmax probability of the true label. An SVC (RBF, C=3, gamma="auto") is
+    trained with label 1 on |test| samples of the retain set and label 0 on the test set, then
+    applied to the forget set. Returns TN/|forget| in 0..1: the share of forget samples the
+    attacker calls non-members. Higher = more forgotten; the target is the retrained model's
+    value, not 1.0 (over-forgetting is a failure too). The SalUn code draws the first |test|
+    retain samples; we draw a seeded random subset (the retain set has no meaningful order here).
+    When the retain set is smaller than the test set, both sides are cut to the same size.
+    """
+    n = min(len(splits.retain), len(splits.test))
+    if n == 0 or len(splits.forget) == 0:
+        return float("nan")
+    member = true_label_confidence(model, splits.retain.sample(n, seed))
+    nonmember = true_label_confidence(model, splits.test.sample(n, seed + 1))
+    return svc_confidence_attack(member, nonmember, true_label_confidence(model, splits.forget))
+
+
+def forgetting_rate(original: nn.Module, model: nn.Module, forget_member: Part, forget_nonmember: Part,
+                    seed: int = 0, max_n: int = 1500) -> float:
+    """The seed papers' SVM-transfer attack Fr (LRA-NPP, concept-poisoning), in 0..1.
+
+    1. Attacker: `StandardScaler` + `LinearSVC` on the *original* model's full softmax vectors,
+       members = up to `max_n` forget samples (label 1) vs as many non-members of the same
+       classes (label 0; balanced to the smaller side).
+    2. Target: `model`'s softmax on up to 2000 forget samples.
+    3. Fr = share judged non-member. Higher = more forgotten; the retrained model gives ≈ 1 for a
+       class deletion and is the reference for item deletions.
+    """
+    n = min(len(forget_member), len(forget_nonmember), max_n)
+    if n < 2:
+        return float("nan")
+    members = softmax(original, forget_member.sample(n, seed))
+    nonmembers = softmax(original, forget_nonmember.sample(n, seed + 1))
+    x = np.concatenate([members, nonmembers])
+    y = np.concatenate([np.ones(n), np.zeros(n)])
+    attacker = make_pipeline(StandardScaler(), LinearSVC(random_state=seed, max_iter=10_000)).fit(x, y)
+    target = softmax(model, forget_member.sample(2000, seed + 2))
+    return float((attacker.predict(target) == 0).mean())
