@@ -115,7 +115,11 @@ def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple
         mv = client.get_model_version_by_alias(name, version_or_alias)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp)
-        model, spec = load_model(Path(local) / "artifacts" / "model_dir", device=device)
+        # MLflow stores the artifact under the source folder's own name: find it by its spec file
+        found = sorted(Path(local).glob("artifacts/**/spec.json"))
+        if not found:
+            raise FileNotFoundError(f"models:/{name}/{mv.version} holds no spec.json (not logged by this pipeline?)")
+        model, spec = load_model(found[0].parent, device=device)
     return model, spec, str(mv.version)
 
 

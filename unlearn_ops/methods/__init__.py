@@ -16,6 +16,7 @@ from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import finetune, noop, retrain
 from unlearn_ops.methods import logit_suppression, neg_grad_plus, random_label, salun, scrub, ssd
 from unlearn_ops.methods import neuron_perturbation
+from unlearn_ops.methods import concept_poisoning
 from unlearn_ops.methods.base import UnlearnResult, make_config
 
 METHODS: dict[str, ModuleType] = {
@@ -29,6 +30,7 @@ METHODS: dict[str, ModuleType] = {
     "ssd": ssd,
     "logit_suppression": logit_suppression,
     "neuron_perturbation": neuron_perturbation,
+    "concept_poisoning": concept_poisoning,
 }
 
 # Methods that never make it into a production policy (test canaries).

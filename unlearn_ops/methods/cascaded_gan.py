@@ -91,8 +91,6 @@ def substitutes(gan: GAN, splits: Splits, mode: str, cfg: Config, reference: nn.
         # in class mode the retain set holds no forget-class image, so this is "from classes != c_u"
         idx = torch.randperm(len(splits.retain), generator=gen)[:n]
         return splits.retain.x[idx], {"substitutes": len(idx), "candidates": len(idx)}
-    if cfg.substitution != "generated_filtered":
-        raise ValueError(f"substitution must be one of {SUBSTITUTIONS}, not {cfg.substitution!r}")
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     candidates = generate(gan, n * cfg.filter_oversample, seed)
     if mode == "class":
@@ -127,6 +125,8 @@ def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
         raise TypeError(f"cascaded_gan unlearns a GAN container, not {type(model).__name__}")
     if len(splits.forget) == 0:
         raise ValueError("cascaded_gan needs a non-empty forget set")
+    if cfg.substitution not in SUBSTITUTIONS:
+        raise ValueError(f"substitution must be one of {SUBSTITUTIONS}, not {cfg.substitution!r}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     mode = resolve_mode(cfg, splits)

@@ -74,7 +74,8 @@ class Config:
     pcbm_alpha: float = 1e-5        # PCBM elastic-net strength (paper: SGDClassifier alpha=1e-5)
     pcbm_l1_ratio: float = 0.99     # PCBM L1 share (paper: 0.99, sparse concept weights)
     pcbm_max_iter: int = 10000      # PCBM SGD epochs at most (paper: 10000; stops earlier at tol)
-    ig_steps: int = 32              # IG steps on the PCBM (exact anyway: it is linear) and on text tokens (paper: 32)
+    pcbm_ig_steps: int = 8          # IG steps on the PCBM head: exact at any count since the head is linear
+    ig_steps: int = 32              # text: LayerIntegratedGradients steps on the token embeddings (paper: 32)
     examples_per_concept: int = 8   # images: example patches per concept in the PNG grid (non-forget samples only)
     report_dir: str = ""            # folder for the concept patch grid PNG; "" = a new temp folder (caller logs it)
     # --- poisons
@@ -309,8 +310,10 @@ def ig_attributions(head: nn.Linear, acts: torch.Tensor, target: torch.Tensor, s
     from captum.attr import IntegratedGradients
 
     x = acts.float().clone().requires_grad_(True)
-    return IntegratedGradients(head).attribute(x, baselines=torch.zeros_like(x), target=target,
-                                               n_steps=steps).detach()
+    # captum differentiates every (sample, step) output at once; its cost grows faster than
+    # linearly with that count, so chunks of 256 samples keep it to seconds for thousands
+    return IntegratedGradients(head).attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=steps,
+                                               internal_batch_size=256 * steps).detach()
 
 
 def concept_importance(head: nn.Linear, acts: torch.Tensor, y: torch.Tensor, num_classes: int,
@@ -391,7 +394,7 @@ def infer_concepts(acts: torch.Tensor, y: torch.Tensor, names: list[str], num_cl
     head = fit_pcbm(acts.numpy(), y.numpy(), num_classes, cfg)
     with torch.no_grad():
         pcbm_acc = float((head(acts.float()).argmax(1) == y).float().mean())
-    importance = concept_importance(head, acts, y, num_classes, cfg.ig_steps)
+    importance = concept_importance(head, acts, y, num_classes, cfg.pcbm_ig_steps)
     weight = head.weight.detach().numpy().astype(float)
     m = min(cfg.top_concepts, len(names))
     ranking = top_concepts(importance if cfg.importance == "ig" else weight, m)

@@ -16,8 +16,10 @@ from torch import nn
 
 from unlearn_ops.models.classifiers import ResNet18, SmallCNN
 from unlearn_ops.models.gan import GAN
+from unlearn_ops.models.text import text_classifier
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18, "dcgan": GAN}
+ARCHS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18, "dcgan": GAN,
+                                           "text": text_classifier}
 WEIGHTS, SPEC = "model.safetensors", "spec.json"
 
 

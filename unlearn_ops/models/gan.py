@@ -144,6 +144,16 @@ def d_scores(gan: GAN, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0)
 
 
+def save_sample_grid(gan: GAN, path: str | Path, n: int = 64, seed: int = 0, nrow: int = 8) -> Path:
+    """A PNG grid of n generated samples (fixed latent seed, so versions are comparable)."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(generate(gan, n, seed), str(path), nrow=nrow, padding=2, pad_value=1.0)
+    return path
+
+
 @dataclass(frozen=True)
 class GanTrainConfig:
     epochs: float = 30          # passes over the training images (fractional allowed)
@@ -238,4 +248,4 @@ def load_gan(directory: str | Path, device: str | torch.device = "cpu") -> GAN:
 
 
 __all__ = ["GAN", "Generator", "Discriminator", "GanTrainConfig", "train_gan", "init_weights", "latent",
-           "generate", "d_scores", "save_gan", "load_gan"]
+           "generate", "d_scores", "save_gan", "load_gan", "save_sample_grid"]

@@ -6,7 +6,7 @@ from torch import nn
 
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.verify.gates import GateResult, Verdict, check
-from unlearn_ops.verify.mia import matched_nonmembers, simple_mia
+from unlearn_ops.verify.mia import forgetting_rate, matched_nonmembers, mia_efficacy, simple_mia
 from unlearn_ops.verify.utility import utility
 
 
@@ -28,4 +28,5 @@ def production_metrics(model: nn.Module, splits: Splits, *, forget_classes: list
     return metrics
 
 
-__all__ = ["GateResult", "Verdict", "check", "production_metrics", "simple_mia", "utility"]
+__all__ = ["GateResult", "Verdict", "check", "forgetting_rate", "mia_efficacy", "production_metrics", "simple_mia",
+           "utility"]

@@ -1,0 +1,241 @@
+"""Benchmark `cascaded_gan`: GAN item and class unlearning on MNIST-5k, side by side with retraining.
+
+    python -m bench cascaded_gan [--quick] [--seeds 0 1 2] [--classes 0 4 8] [--items 64 256] [--out-dir DIR]
+
+Per seed: train the GAN on the 4 000 MNIST-5k train images with the build's schedule
+(params.yaml `gan.gan`); then for each scenario (item deletion of n random images; deletion of a
+whole class) run `cascaded_gan` (settings from params.yaml `unlearn.cascaded_gan`, mode set per
+scenario) and retrain the same architecture from scratch on the retained images with the same
+schedule and seed. Both are timed in this run; nothing about GANs is cached.
+
+Metrics (unlearn_ops.verify.gan) for the original, unlearned and retrained GAN: D-score MIA AUC
+(forgotten items vs same-class non-members), mean D(x_u), classifier-feature FID against the
+retained images (NOT Inception-FID), forgotten-class share among generated samples (classes), and
+the downstream test (classifier trained on generated samples, real test accuracy). The reference
+classifier is `bench.references.base_model("mnist5k", 0)` (the project's SmallCNN, cached).
+
+Targets (issue 7): 64 items: speed-up >= 300x, FID change <= +10 %, D-MIA AUC <= 0.55;
+class: forgotten-class share <= retrained GAN's + 1 point, speed-up >= 100x.
+
+`--quick` runs one seed on 400 images with a narrow GAN for a few epochs (a smoke test of the
+protocol, seconds to a minute; its numbers mean nothing and are written only with --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.common import OUT_DIR, fmt, md_table, write_results
+from bench.references import base_model, spec_for, store
+from flows.params import load_params
+from tasks.env import project_root
+from unlearn_ops.data.splits import Part, Splits
+from unlearn_ops.methods import run_method
+from unlearn_ops.models import build_model
+from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, save_sample_grid, train_gan
+from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.verify.gan import FID_NAME, downstream_accuracy, gan_metrics
+
+NAME = "cascaded_gan"
+IMG_DIR = project_root() / "docs" / "methods" / "img"
+TARGETS = {"item_speedup": 300.0, "item_fid_change": 0.10, "item_d_mia_auc": 0.55,
+           "class_share_margin": 0.01, "class_speedup": 100.0}
+QUICK_GAN = {"z_dim": 16, "g_width": 8, "d_width": 8}
+QUICK_REF = {"arch": "cnn", "in_channels": 1, "num_classes": 10, "image_size": 28, "widths": [4, 8], "hidden": 16}
+
+
+def build_settings(quick: bool) -> tuple[dict, GanTrainConfig, dict]:
+    """(GAN architecture, GAN training schedule, cascaded_gan params) from params.yaml."""
+    params = load_params()
+    g = params["gan"]["gan"]
+    arch = {k: g[k] for k in ("z_dim", "g_width", "d_width", "d_dropout")}
+    cfg = GanTrainConfig(epochs=g["epochs"], batch_size=g["batch_size"], lr_g=g["lr_g"], lr_d=g["lr_d"],
+                         beta1=g["beta1"], device="cpu")
+    method = dict(params["unlearn"][NAME])
+    if quick:
+        arch, cfg = {**arch, **QUICK_GAN}, replace(cfg, epochs=3)
+        method["epochs"] = min(method.get("epochs", 20), 3)
+    return arch, cfg, method
+
+
+def reference_classifier(s, quick: bool, train: Part) -> tuple[torch.nn.Module, float]:
+    if not quick:
+        model, _ = base_model("mnist5k", 0)
+        return model.eval(), accuracy(model, s.splits().test)
+    torch.manual_seed(0)
+    model = fit(build_model(QUICK_REF), train, TrainConfig(epochs=2, lr=3e-3, batch_size=64, device="cpu"))
+    return model.eval(), accuracy(model, s.splits().test)
+
+
+def fresh_gan(arch: dict, seed: int) -> GAN:
+    return init_weights(GAN(**arch), seed)
+
+
+def trained_gan(arch: dict, cfg: GanTrainConfig, images: torch.Tensor, seed: int, reference, ref_spec) -> tuple[GAN, float]:
+    gan = fresh_gan(arch, seed)
+    seconds = train_gan(gan.generator, gan.discriminator, images, replace(cfg, seed=seed))
+    return gan.eval().attach_reference(reference, ref_spec), seconds
+
+
+def evaluate(gan: GAN, splits: Splits, forget_classes: list[int], n: int, seed: int, downstream: dict | None) -> dict:
+    out = gan_metrics(gan, splits, forget_classes=forget_classes, n=n, seed=seed)
+    if downstream is not None:
+        out.update(downstream_accuracy(gan, splits.test, seed=seed, exclude_classes=forget_classes, **downstream))
+    return out
+
+
+def scenario_splits(full: Splits, forget_mask: np.ndarray) -> Splits:
+    return Splits(forget=full.retain.where(forget_mask), retain=full.retain.where(~forget_mask), test=full.test,
+                  nonmember=full.nonmember, num_classes=full.num_classes)
+
+
+def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img_dir: Path | None,
+        progress=print) -> dict[str, Any]:
+    s = store("mnist5k")
+    full = s.splits()
+    if quick:  # 400 train images, both pools kept small
+        full = Splits(forget=full.forget, retain=full.retain.sample(400, 0), test=full.test.sample(200, 0),
+                      nonmember=full.nonmember.sample(200, 0), num_classes=full.num_classes)
+    arch, cfg, method = build_settings(quick)
+    reference, ref_acc = reference_classifier(s, quick, full.retain)
+    ref_spec = QUICK_REF if quick else spec_for(s)
+    n_eval = 300 if quick else 2000
+    downstream = {"n": 300, "epochs": 1} if quick else {"n": 2000, "epochs": 2}
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        progress(f"[seed {seed}] training the original GAN on {len(full.retain)} images ({cfg.epochs} epochs)")
+        original, base_seconds = trained_gan(arch, cfg, full.retain.x, seed, reference, ref_spec)
+        if img_dir is not None and seed == seeds[0]:
+            save_sample_grid(original, img_dir / "cascaded_gan_original.png")
+        scenarios: list[tuple[str, str, np.ndarray, list[int]]] = []
+        ids = np.asarray(full.retain.ids)
+        for n in items:
+            chosen = set(full.retain.sample(n, 1000 + seed).ids)
+            scenarios.append((f"item-{n}", "item", np.isin(ids, list(chosen)), []))
+        for c in classes:
+            scenarios.append((f"class-{c}", "class", full.retain.y.numpy() == c, [c]))
+        for label, mode, mask, forget_classes in scenarios:
+            splits = scenario_splits(full, mask)
+            progress(f"[seed {seed}] {label}: unlearning {int(mask.sum())} images")
+            result = run_method(NAME, original, splits, {**method, "mode": mode, "seed": seed}, device="cpu")
+            progress(f"[seed {seed}] {label}: {result.details['iterations']} iterations, "
+                     f"{result.details['stop_reason']}, {result.seconds:.2f} s; retraining")
+            retrained, retrain_seconds = trained_gan(arch, cfg, splits.retain.x, seed, reference, ref_spec)
+            metrics = {name: evaluate(g, splits, forget_classes, n_eval, seed, downstream)
+                       for name, g in (("original", original), ("unlearned", result.model), ("retrained", retrained))}
+            rows.append({"seed": seed, "scenario": label, "mode": mode, "forget_size": int(mask.sum()),
+                         "forget_classes": forget_classes, "unlearn_seconds": result.seconds,
+                         "retrain_seconds": retrain_seconds, "base_train_seconds": base_seconds,
+                         "speedup": retrain_seconds / result.seconds, "details": result.details, **metrics})
+            if img_dir is not None and seed == seeds[0]:
+                save_sample_grid(result.model, img_dir / f"cascaded_gan_{label}_unlearned.png")
+                save_sample_grid(retrained, img_dir / f"cascaded_gan_{label}_retrained.png")
+    return {"rows": rows, "reference_test_accuracy": ref_acc, "gan": arch, "schedule": cfg.__dict__,
+            "method": method, "fid_kind": FID_NAME, "eval_samples": n_eval, "downstream": downstream}
+
+
+def summarize(rows: list[dict]) -> tuple[list[dict], dict[str, bool]]:
+    """Per scenario: mean ± std over seeds, and whether each target is met (on the means)."""
+    out, verdicts = [], {}
+    for label in dict.fromkeys(r["scenario"] for r in rows):
+        rs = [r for r in rows if r["scenario"] == label]
+        fid_change = [r["unlearned"]["fid"] / r["original"]["fid"] - 1 for r in rs]
+        s = {"scenario": label, "mode": rs[0]["mode"], "n": rs[0]["forget_size"], "seeds": len(rs),
+             "speedup": [r["speedup"] for r in rs], "unlearn_s": [r["unlearn_seconds"] for r in rs],
+             "retrain_s": [r["retrain_seconds"] for r in rs], "iterations": [r["details"]["iterations"] for r in rs],
+             "fid_change": fid_change, "retrain_fid_change": [r["retrained"]["fid"] / r["original"]["fid"] - 1 for r in rs]}
+        for model in ("original", "unlearned", "retrained"):
+            for key in ("d_mia_auc", "d_forget_mean", "d_generated_mean", "fid", "forget_class_share",
+                        "downstream_test_accuracy", "downstream_retained_test_accuracy"):
+                if key in rs[0][model]:
+                    s[f"{model}.{key}"] = [r[model][key] for r in rs]
+        m = lambda k: float(np.mean(s[k]))  # noqa: E731
+        if label == "item-64":
+            verdicts["item-64 speed-up >= 300x"] = m("speedup") >= TARGETS["item_speedup"]
+            verdicts["item-64 FID change <= +10 %"] = m("fid_change") <= TARGETS["item_fid_change"]
+            verdicts["item-64 D-MIA AUC <= 0.55"] = m("unlearned.d_mia_auc") <= TARGETS["item_d_mia_auc"]
+        if s["mode"] == "class":
+            verdicts[f"{label} share <= retrained + 1 pt"] = (
+                m("unlearned.forget_class_share") <= m("retrained.forget_class_share") + TARGETS["class_share_margin"])
+            verdicts[f"{label} speed-up >= 100x"] = m("speedup") >= TARGETS["class_speedup"]
+        out.append(s)
+    return out, verdicts
+
+
+def markdown(payload: dict, summary: list[dict], verdicts: dict[str, bool], argv: list[str]) -> str:
+    rows_speed = [[s["scenario"], s["n"], s["seeds"], fmt(s["unlearn_s"], 2), fmt(s["retrain_s"], 1),
+                   fmt(s["speedup"], 0), fmt(s["iterations"], 1)] for s in summary]
+    rows_item = [[s["scenario"], fmt(s["original.d_mia_auc"]), fmt(s["unlearned.d_mia_auc"]),
+                  fmt(s["retrained.d_mia_auc"]), fmt(s["original.d_forget_mean"]), fmt(s["unlearned.d_forget_mean"]),
+                  fmt(s["unlearned.d_generated_mean"]), fmt(s["original.fid"], 2), fmt(s["unlearned.fid"], 2),
+                  fmt(s["retrained.fid"], 2), fmt([100 * v for v in s["fid_change"]], 1)] for s in summary]
+    rows_class = [[s["scenario"], fmt([100 * v for v in s["original.forget_class_share"]], 1),
+                   fmt([100 * v for v in s["unlearned.forget_class_share"]], 1),
+                   fmt([100 * v for v in s["retrained.forget_class_share"]], 1)]
+                  for s in summary if s["mode"] == "class"]
+    ds_key = "downstream_test_accuracy"
+    rows_ds = [[s["scenario"]] + [fmt(s.get(f"{m}.{ds_key}", [])) for m in ("original", "unlearned", "retrained")]
+               + [fmt(s.get(f"{m}.downstream_retained_test_accuracy", [])) for m in ("unlearned", "retrained")]
+               for s in summary]
+    lines = [
+        f"Command: `python -m bench {NAME} {' '.join(argv)}`".rstrip() + "\n",
+        f"GAN {payload['gan']}, schedule {payload['schedule']}; method settings {payload['method']} "
+        f"(mode set per scenario). Reference classifier test accuracy {payload['reference_test_accuracy']:.4f}. "
+        f"FID: **{FID_NAME}**, {payload['eval_samples']} generated samples vs the retained images. "
+        "Mean ± std over seeds; every number measured in this run (retraining included).\n",
+        "## Time\n", md_table(["scenario", "forget", "seeds", "unlearn s", "retrain s", "speed-up ×", "iterations"],
+                              rows_speed) + "\n",
+        "## Membership (D-score MIA AUC, forgotten vs same-class non-members; 0.5 = chance) and quality\n",
+        md_table(["scenario", "AUC orig", "AUC unlearned", "AUC retrained", "D(x_u) orig", "D(x_u) unlearned",
+                  "D(G(z)) unlearned", "FID orig", "FID unlearned", "FID retrained", "FID change %"], rows_item) + "\n",
+    ]
+    if rows_class:
+        lines += ["## Class unlearning: forgotten-class share of generated samples (%)\n",
+                  md_table(["scenario", "original", "unlearned", "retrained"], rows_class) + "\n"]
+    lines += ["## Downstream: classifier trained on generated samples, real test accuracy\n",
+              md_table(["scenario", "original", "unlearned", "retrained", "unlearned (kept classes)",
+                        "retrained (kept classes)"], rows_ds) + "\n",
+              "## Targets\n", md_table(["target", "met"], [[k, "yes" if v else "**no**"] for k, v in verdicts.items()])
+              + "\n"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(argv or [])
+    ap = argparse.ArgumentParser(prog=f"python -m bench {NAME}", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one seed, 400 images, narrow GAN: a smoke test")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    ap.add_argument("--classes", type=int, nargs="+", default=None, help="classes to forget (default 0 4 8)")
+    ap.add_argument("--items", type=int, nargs="+", default=None, help="item deletion sizes (default 64 256)")
+    ap.add_argument("--out-dir", type=Path, default=None, help="where results go (default docs/benchmarks)")
+    args = ap.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    classes = args.classes or ([3] if args.quick else [0, 4, 8])
+    items = args.items or ([16] if args.quick else [64, 256])
+    if args.quick and args.out_dir is None:
+        ap.error("--quick numbers mean nothing: give --out-dir so they do not overwrite docs/benchmarks")
+    out_dir = args.out_dir or OUT_DIR
+    img_dir = out_dir / "img" if args.quick else IMG_DIR
+    start = time.perf_counter()
+    payload = run(seeds, classes, items, args.quick, img_dir, progress=lambda m: print(m, flush=True))
+    summary, verdicts = summarize(payload["rows"])
+    payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
+                    "seconds": time.perf_counter() - start, "argv": argv})
+    write_results(NAME, payload, markdown(payload, summary, verdicts, argv), out_dir)
+    print(f"{NAME}: {len(payload['rows'])} runs in {payload['seconds']:.0f} s; targets met: "
+          f"{sum(verdicts.values())}/{len(verdicts)}")
+    return payload
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

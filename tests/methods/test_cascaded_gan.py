@@ -1,0 +1,94 @@
+"""`cascaded_gan` on a tiny MNIST GAN (digits 0 and 1, 300 images): contract and behaviour."""
+
+import copy
+
+import pytest
+import torch
+
+from tests import gan_helpers as H
+from tests.methods.contract import assert_same_state, check_contract
+from unlearn_ops.methods import METHODS, run_method
+from unlearn_ops.methods.cascaded_gan import Config, resolve_mode
+from unlearn_ops.models import state_fingerprint
+from unlearn_ops.models.gan import GAN
+from unlearn_ops.verify.gan import class_share
+
+NAME = "cascaded_gan"
+FAST = {"epochs": 2, "batch_size": 32}
+
+
+def test_registered_under_its_file_name():
+    assert METHODS[NAME].__name__ == "unlearn_ops.methods.cascaded_gan"
+
+
+def test_contract_item_mode():
+    check_contract(NAME, H.tiny_gan(), H.item_splits(), {**FAST, "mode": "item"})
+
+
+def test_contract_class_mode_with_filtered_substitutes():
+    check_contract(NAME, H.tiny_gan(), H.class_splits(),
+                   {**FAST, "mode": "class", "substitution": "generated_filtered"})
+
+
+def test_returns_a_new_container_and_keeps_the_reference():
+    gan = H.tiny_gan()
+    result = run_method(NAME, gan, H.item_splits(), {**FAST, "mode": "item"}, device="cpu")
+    new = result.model
+    assert isinstance(new, GAN) and new is not gan
+    assert new.generator is not gan.generator and new.discriminator is not gan.discriminator
+    assert_same_state(state_fingerprint(gan.reference), state_fingerprint(new.reference))
+    assert not any(p.requires_grad for p in new.reference.parameters())
+    assert not torch.equal(new.discriminator.out.weight, gan.discriminator.out.weight), "D was not updated"
+
+
+def test_auto_mode_detects_class_and_item_deletions():
+    assert resolve_mode(Config(), H.class_splits()) == "class"
+    assert resolve_mode(Config(), H.item_splits()) == "item"
+    with pytest.raises(ValueError, match="mode"):
+        resolve_mode(Config(mode="everything"), H.item_splits())
+
+
+def test_class_unlearning_reduces_the_forgotten_class_share():
+    gan = H.tiny_gan()
+    before = class_share(gan, [H.FORGET_CLASS], n=1000, seed=7)
+    result = run_method(NAME, gan, H.class_splits(),
+                        {"mode": "class", "substitution": "generated_filtered", "epochs": 4, "min_iterations": 20,
+                         "batch_size": 32}, device="cpu")
+    after = class_share(result.model, [H.FORGET_CLASS], n=1000, seed=7)
+    assert before > 0.2, f"the tiny GAN should make the class before unlearning ({before:.2f})"
+    assert after < before - 0.1, f"forgotten-class share {before:.2f} -> {after:.2f}"
+    details = result.details
+    assert details["mode"] == "class" and details["forget_classes"] == [H.FORGET_CLASS]
+    assert details["accepted"] <= details["candidates"] and details["iterations"] >= 20
+
+
+def test_item_unlearning_pulls_d_of_forgotten_items_down_to_generated_level():
+    result = run_method(NAME, H.tiny_gan(), H.item_splits(), {"mode": "item", "epochs": 50}, device="cpu")
+    d = result.details
+    assert d["stop_reason"] == "reached", result.log[-3:]
+    assert d["d_forget_after"] < d["d_forget_before"]
+    gap_before = d["d_forget_before"] - d["d_generated_before"]
+    gap_after = d["d_forget_after"] - d["d_generated_after"]
+    assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
+    assert d["iterations"] <= d["max_iterations"] and d["seconds_cascade"] > 0
+
+
+def test_generated_filtered_class_mode_needs_a_reference():
+    bare = copy.deepcopy(H.tiny_gan())
+    bare.reference, bare.reference_spec = None, None
+    with pytest.raises(ValueError, match="reference classifier"):
+        run_method(NAME, bare, H.class_splits(), {"mode": "class", "substitution": "generated_filtered"},
+                   device="cpu")
+    # an explicit reference= argument is enough
+    from unlearn_ops.methods.cascaded_gan import unlearn
+
+    out = unlearn(bare, H.class_splits(), Config(mode="class", substitution="generated_filtered", epochs=1),
+                  device="cpu", reference=H.reference_classifier())
+    assert out.details["substitution"] == "generated_filtered"
+
+
+def test_rejects_classifiers_and_bad_settings(tiny_model, class_splits):
+    with pytest.raises(TypeError, match="GAN"):
+        run_method(NAME, tiny_model, class_splits, device="cpu")
+    with pytest.raises(ValueError, match="substitution"):
+        run_method(NAME, H.tiny_gan(), H.item_splits(), {"substitution": "copy"}, device="cpu")

@@ -1,0 +1,134 @@
+"""Training loops for causal LMs (`CausalLM`): the build's fine-tune, retraining, and the shared
+machinery of the LM unlearning methods.
+
+Everything trains only the model's top `trainable_blocks` blocks (+ final norm, + head when
+untied), and the frozen prefix's output is computed **once per text** (`TextSet`) instead of once
+per step: each step then costs the top blocks plus the LM head at answer positions. The loss is the
+token-mean negative log-likelihood of the answer tokens (prompt tokens are never scored), the same
+objective as TOFU fine-tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from unlearn_ops.models.lm import CausalLM, Encoded, answer_logprobs, encode_qa, freeze_all_but_top, prefix_states
+from unlearn_ops.utils import resolve_device, seed_everything
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    epochs: int = 12            # passes over the QA pairs (enough to memorise the facts with 2 top blocks)
+    lr: float = 1e-3            # AdamW learning rate of the trainable blocks
+    batch_size: int = 8         # QA pairs per step
+    weight_decay: float = 0.0   # AdamW weight decay
+    max_len: int = 64           # tokens per QA pair (prompt + answer + EOS); longer answers are cut
+    grad_clip: float = 1.0      # max gradient norm per step
+    train_head: bool = False    # also train the LM head (untied from the embeddings first)
+    seed: int = 0               # data order
+    device: str = "auto"        # auto = CUDA when present
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """Tokenised QA pairs and their frozen-prefix states (computed once)."""
+
+    enc: Encoded
+    states: tuple[torch.Tensor, ...]
+
+    def __len__(self) -> int:
+        return len(self.enc)
+
+    def take(self, index: Sequence[int]) -> tuple[Encoded, list[torch.Tensor]]:
+        return self.enc.subset(index), [self.states[i] for i in index]
+
+
+def text_set(model: CausalLM, texts: Sequence[str], max_len: int = 64) -> TextSet:
+    enc = encode_qa(model.tokenizer, texts, max_len)
+    return TextSet(enc, prefix_states(model, enc))
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """One shuffled epoch of index batches (the last one may be short)."""
+    perm = torch.randperm(n, generator=generator).tolist()
+    for lo in range(0, n, batch_size):
+        yield perm[lo: lo + batch_size]
+
+
+class Cycler:
+    """Endless seeded batches from a set (retain anchors drawn alongside forget batches)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self._it: Iterator[list[int]] = iter(())
+
+    def next(self) -> list[int]:
+        batch = next(self._it, None)
+        if batch is None:
+            self._it = batch_order(self.n, self.batch_size, self.gen)
+            batch = next(self._it)
+        return batch
+
+
+def mean_nll(model: CausalLM, data: TextSet, index: Sequence[int]) -> torch.Tensor:
+    """Token-mean negative log-likelihood of the answers of `index` (differentiable)."""
+    enc, states = data.take(index)
+    sums, counts = answer_logprobs(model, enc, states)
+    return -sums.sum() / counts.sum().clamp(min=1)
+
+
+def sequence_logprob(model: CausalLM, data: TextSet, index: Sequence[int]) -> torch.Tensor:
+    """Summed answer log-probability per sample (NPO's log π(y|x))."""
+    enc, states = data.take(index)
+    return answer_logprobs(model, enc, states)[0]
+
+
+def optimizer_for(model: CausalLM, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    params = model.trainable_parameters()
+    if not params:
+        raise ValueError("the model has no trainable parameters (call freeze_all_but_top first)")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def step(model: CausalLM, opt: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> float:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def fit_lm(model: CausalLM, texts: Sequence[str], cfg: LMTrainConfig,
+           progress: Callable[[str], None] | None = None) -> CausalLM:
+    """Fine-tune the top blocks on QA strings (in place); returns the model in eval mode."""
+    device = resolve_device(cfg.device)
+    model.to(device)
+    freeze_all_but_top(model, cfg.train_head)
+    seed_everything(cfg.seed)
+    start = time.perf_counter()
+    data = text_set(model, texts, cfg.max_len)
+    opt = optimizer_for(model, cfg.lr, cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for epoch in range(cfg.epochs):
+        losses = [step(model, opt, mean_nll(model, data, idx), cfg.grad_clip)
+                  for idx in batch_order(len(data), cfg.batch_size, gen)]
+        if progress:
+            progress(f"epoch {epoch + 1}/{cfg.epochs} loss {sum(losses) / len(losses):.4f} "
+                     f"({time.perf_counter() - start:.0f} s)")
+    return model.eval()
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+__all__ = ["Cycler", "LMTrainConfig", "TextSet", "batch_order", "fit_lm", "mean_nll", "optimizer_for",
+           "sequence_logprob", "step", "steps_per_epoch", "text_set"]
