@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -104,3 +104,40 @@ def retrain_reference(dataset: str, train_ids: Sequence[str], forget_ids: Sequen
 
 def device_note() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------- language models (issue 8)
+def facts_store() -> SampleStore:
+    """The benchmark's copy of the generated facts store (people = subjects; held-out people = non-members)."""
+    from unlearn_ops.data.facts import build_facts_store
+
+    root = CACHE / "stores" / "facts"
+    return SampleStore(root) if (root / "index.csv").is_file() else build_facts_store(root)
+
+
+def lm_trained(base_dir: Path, data: Part, cfg, trainable_blocks: int, label: str = "") -> tuple[nn.Module, float]:
+    """Fine-tune the LM checkpoint in `base_dir` on the QA pairs of `data` with `cfg`
+    (`LMTrainConfig`), cached like `trained`: the key hashes the base weights, the exact training
+    IDs, the trainable blocks and the schedule. Returns (CausalLM on CPU, training seconds).
+    Used for the facts base model and for the LM retrain references (= `lm_retrain`)."""
+    from unlearn_ops.data.facts import texts
+    from unlearn_ops.lm_training import fit_lm
+    from unlearn_ops.models.lm import load_lm, save_lm
+    from unlearn_ops.utils import sha256_file
+
+    ids_hash = hashlib.sha256("\n".join(sorted(data.ids)).encode()).hexdigest()
+    payload = {"kind": "lm", "base": sha256_file(Path(base_dir) / "model.safetensors"), "ids": ids_hash,
+               "blocks": trainable_blocks, "cfg": {**asdict(cfg), "device": "any"}}
+    folder = CACHE / "models" / hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
+    meta = folder / "meta.json"
+    if meta.is_file():
+        return load_lm(folder / "model"), float(json.loads(meta.read_text())["seconds"])
+    start = time.perf_counter()
+    model = load_lm(base_dir, trainable_blocks=trainable_blocks)
+    fit_lm(model, texts(data.x), cfg, progress=lambda m: print(f"  [{label or 'lm'}] {m}", flush=True))
+    seconds = time.perf_counter() - start
+    model = model.cpu().eval()
+    save_lm(model, folder / "model")
+    atomic_write_json(meta, {"seconds": seconds, "label": label, "n_train": len(data), "cfg": asdict(cfg),
+                             "blocks": trainable_blocks})
+    return model, seconds

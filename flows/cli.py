@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 import flows  # noqa: F401  (sets the offline environment before prefect/mlflow load)
 
 app = typer.Typer(help="Deletion requests in, verified and registered models out.", no_args_is_help=True)
+request_app = typer.Typer(help="Submit and list deletion requests.", no_args_is_help=True)
+batch_app = typer.Typer(help="Run deletion batches.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit certificates and their hash chain.", no_args_is_help=True)
+app.add_typer(request_app, name="request")
+app.add_typer(batch_app, name="batch")
+app.add_typer(audit_app, name="audit")
+ROOT = typer.Option(None, "--root", help="project folder (default: this checkout)")
 
 
 def _fmt_metric(metrics: dict, key: str) -> str:
@@ -34,17 +44,140 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         typer.echo(f"  {'version':>7}  {'aliases':<20} {'test_acc':>8}  {'method':<22} {'created':<20} lineage")
         for v in rm["versions"]:
             created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-            tags = v["tags"]
+            tags, metrics = v["tags"], v["metrics"]
+            acc = metrics.get("test_accuracy", metrics.get("items.test_accuracy", metrics.get("class.test_accuracy")))
             typer.echo(f"  {v['version']:>7}  {','.join(v['aliases']) or '-':<20} "
-                       f"{_fmt_metric(v['metrics'], 'test_accuracy'):>8}  {tags.get('method', '-'):<22} "
+                       f"{'-' if acc is None else f'{acc:.4f}':>8}  {tags.get('method', '-'):<22} "
                        f"{created:<20} {tags.get('lineage', '-')}"
-                       + (f" batch={tags['batch_id']}" if "batch_id" in tags else ""))
+                       + (f" batch={tags['batch_id']} verdict={tags.get('verdict')}" if "batch_id" in tags else ""))
+
+
+# ------------------------------------------------------------------ requests
+@request_app.command("submit")
+def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+                   root: Optional[Path] = ROOT) -> None:
+    """Validate request files now and record them in the ledger (they join the next batch).
+    Prints each request ID; exits non-zero when any is rejected."""
+    from tasks.intake import file_away, intake_documents
+    from tasks.registry import is_registered
+    from tasks.workspace import Workspace
+    from unlearn_ops.ledger import Ledger
+
+    ws = Workspace.at(root)
+    checked = intake_documents(ws, Ledger(ws.ledger_path),
+                               [(f.read_text(errors="replace"), f"cli:{f.name}") for f in files], is_registered)
+    for f, c in zip(files, checked, strict=True):
+        if c.reason:
+            file_away(ws, f, c, move=False)  # the user's file stays; a copy is quarantined with its reason
+            typer.echo(f"REJECTED {c.entry.request_id} ({f.name}): {c.reason}", err=True)
+        else:
+            typer.echo(f"accepted {c.entry.request_id} ({f.name}): {c.request.kind} on {c.request.model}, "
+                       f"{len(c.sample_ids)} samples")
+    if any(c.reason for c in checked):
+        raise typer.Exit(1)
+
+
+@request_app.command("list")
+def request_list(state: Optional[str] = typer.Option(None, help="only requests in this state"),
+                 as_json: bool = typer.Option(False, "--json"), root: Optional[Path] = ROOT) -> None:
+    """Every request in the ledger with its state and reason."""
+    from tasks.workspace import Workspace
+    from unlearn_ops.ledger import Ledger, LedgerError
+
+    ws = Workspace.at(root)
+    try:
+        entries = Ledger(ws.ledger_path).entries(state=state)
+    except LedgerError as e:
+        raise typer.BadParameter(str(e)) from e
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in e.__dict__.items() if k != "document"} | {"request": e.payload}
+                               for e in entries], indent=2, default=str))
+        return
+    typer.echo(f"{'request':<28} {'kind':<8} {'model':<20} {'state':<11} {'batch':<34} reason")
+    for e in entries:
+        typer.echo(f"{e.request_id:<28} {e.kind or '-':<8} {e.model or '-':<20} {e.state:<11} {e.batch_id or '-':<34} "
+                   f"{e.reason or ''}")
+
+
+# ------------------------------------------------------------------ batches
+@batch_app.command("run")
+def batch_run(batch_id: Optional[str] = typer.Option(None, "--batch-id", help="resume / show this batch"),
+              root: Optional[Path] = ROOT) -> None:
+    """Run the deletion_batch flow now (inbox + pending requests)."""
+    from flows.deletion_batch import deletion_batch
+
+    result = deletion_batch(batch_id=batch_id, root=str(root) if root else None)
+    if result.get("state") == "failed":
+        raise typer.Exit(2)
 
 
 @app.command()
-def demo() -> None:
-    """The main job after the build: show the registry state."""
+def serve(cron: Optional[str] = typer.Option(None, help="cron schedule (default: params.yaml batch.schedule_cron)"),
+          name: str = typer.Option("scheduled", help="deployment name")) -> None:
+    """Serve the deletion_batch deployment on a schedule against PREFECT_API_URL (blocks).
+
+    Start a server first (`prefect server start` or `make ui`); then trigger runs from the UI
+    (deployment `deletion_batch/scheduled`, parameter `requests`) or wait for the schedule."""
+    import os
+
+    from flows.deletion_batch import deletion_batch
+    from tasks.workspace import Workspace
+
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo("PREFECT_API_URL is not set: start `prefect server start` (or `make ui`) and export "
+                   "PREFECT_API_URL=http://127.0.0.1:4200/api", err=True)
+        raise typer.Exit(1)
+    cron = cron or Workspace.at().params["batch"]["schedule_cron"]
+    typer.echo(f"serving deletion_batch/{name} with cron {cron!r}")
+    deletion_batch.serve(name=name, cron=cron, parameters={"requests": []})
+
+
+# ------------------------------------------------------------------ audit
+@audit_app.command("verify")
+def audit_verify(root: Optional[Path] = ROOT) -> None:
+    """Check the certificate hash chain; reports the first broken link."""
+    from tasks.workspace import Workspace
+    from unlearn_ops.audit import AuditLog
+
+    ws = Workspace.at(root)
+    result = AuditLog(ws.audit_log, ws.certificates).verify()
+    typer.echo(("OK: " if result.ok else "BROKEN: ") + result.message)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def audit_show(batch_id: str, root: Optional[Path] = ROOT) -> None:
+    """Print a batch's certificate (Markdown)."""
+    from tasks.workspace import Workspace
+
+    path = Workspace.at(root).certificates / f"{batch_id}.md"
+    if not path.is_file():
+        typer.echo(f"no certificate for batch {batch_id!r} in {path.parent}", err=True)
+        raise typer.Exit(1)
+    typer.echo(path.read_text())
+
+
+# ------------------------------------------------------------------ demo
+@app.command()
+def demo(root: Optional[Path] = ROOT) -> None:
+    """The main job after the build: submit the example requests, run a batch, print the result."""
+    from flows.deletion_batch import deletion_batch
+    from tasks.workspace import Workspace
+
+    ws = Workspace.at(root)
+    examples = sorted((ws.root / "examples" / "requests").glob("*.json"))
+    ws.inbox.mkdir(parents=True, exist_ok=True)
+    for f in examples:
+        shutil.copy2(f, ws.inbox / f.name)
+    typer.echo(f"dropped {len(examples)} example requests into {ws.inbox.relative_to(ws.root)}/; running a batch …")
     status(as_json=False)
+    result = deletion_batch(root=str(ws.root))
+    typer.echo("")
+    status(as_json=False)
+    audit_verify(root)
+    if result.get("certificate"):
+        typer.echo(f"certificate: {result['certificate']['markdown']}")
 
 
 if __name__ == "__main__":

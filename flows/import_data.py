@@ -23,11 +23,14 @@ FORGET_SETS = "data/forget_sets"
 
 
 def forgotten_ids(dataset: str, forget_dir: Path) -> set[str]:
-    """Every sample ID of `dataset` named in a forget-set record."""
+    """Every sample ID of `dataset` in a forget-set record whose deletion was applied (a batch
+    whose gates failed left the data in place, and so does a rebuild)."""
     ids: set[str] = set()
     for record in sorted(forget_dir.glob("*.json")):
         data = json.loads(record.read_text())
-        ids.update(i for i in data.get("sample_ids", []) if i.startswith(f"{dataset}/"))
+        for model, part in data.get("models", {}).items():
+            if data.get("applied", {}).get(model) and part.get("dataset") == dataset:
+                ids.update(part["sample_ids"])
     return ids
 
 

@@ -39,12 +39,15 @@ def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX sets its own logger level on import; its INFO lines ("Created temporary directory ...") are noise
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx
 
 
-def run_suite(name: str, df: pd.DataFrame, expectations: list) -> dict[str, Any]:
+def run_suite(name: str, df: pd.DataFrame, expectations: list, complete: bool = False) -> dict[str, Any]:
     """Validate `df` against `expectations` with GX; return a JSON-able report."""
     import great_expectations as gx
 
@@ -54,7 +57,9 @@ def run_suite(name: str, df: pd.DataFrame, expectations: list) -> dict[str, Any]
     for e in expectations:
         suite.add_expectation(e)
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{name}_vd", data=batch, suite=suite))
-    res = vd.run(batch_parameters={"dataframe": df})
+    # COMPLETE lists every failing row's index (needed to reject single requests); SUMMARY is cheaper
+    res = vd.run(batch_parameters={"dataframe": df},
+                 result_format={"result_format": "COMPLETE" if complete else "SUMMARY"})
     failures = []
     for r in res.results:
         if not r.success:
@@ -62,8 +67,11 @@ def run_suite(name: str, df: pd.DataFrame, expectations: list) -> dict[str, Any]
             result = r.result or {}
             observed = {k: result[k] for k in ("observed_value", "unexpected_count", "partial_unexpected_list")
                         if k in result}
-            failures.append({"expectation": cfg.type, "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
-                             "observed": json.loads(json.dumps(observed, default=str))})
+            failures.append({"expectation": cfg.type,
+                             "kwargs": {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "result_format")},
+                             "observed": json.loads(json.dumps(observed, default=str)),
+                             # row positions, only with complete=True
+                             "unexpected_index_list": list(result.get("unexpected_index_list") or [])})
     return {"suite": name, "success": bool(res.success), "evaluated": len(res.results), "failures": failures}
 
 

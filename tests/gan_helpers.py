@@ -21,7 +21,7 @@ from unlearn_ops.training import TrainConfig, fit
 DIGITS = (0, 1)               # label 0 = digit 0, label 1 = digit 1
 FORGET_CLASS = 1
 TINY_GAN = {"z_dim": 16, "g_width": 16, "d_width": 16}
-TINY_GAN_TRAIN = GanTrainConfig(epochs=30, batch_size=64, lr_g=1e-3, lr_d=5e-4, seed=0, device="cpu")
+TINY_GAN_TRAIN = GanTrainConfig(epochs=20, batch_size=32, lr_g=2e-3, lr_d=5e-4, seed=0, device="cpu")
 TINY_REF = {"arch": "cnn", "in_channels": 1, "num_classes": len(DIGITS), "image_size": 28,
             "widths": [4, 8], "hidden": 16}
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -34,23 +34,34 @@ class LMTrainConfig:
     device: str = "auto"        # auto = CUDA when present
 
 
-@dataclass(frozen=True)
 class TextSet:
-    """Tokenised QA pairs and their frozen-prefix states (computed once)."""
+    """Tokenised QA pairs and their frozen-prefix states, computed lazily and once per sample.
 
-    enc: Encoded
-    states: tuple[torch.Tensor, ...]
+    Lazy because a method that draws a few retain anchors should not pay for the prefix of the
+    whole retain set.
+    """
+
+    def __init__(self, model: CausalLM, enc: Encoded) -> None:
+        self.model, self.enc = model, enc
+        self.states: list[torch.Tensor | None] = [None] * len(enc)
 
     def __len__(self) -> int:
         return len(self.enc)
 
     def take(self, index: Sequence[int]) -> tuple[Encoded, list[torch.Tensor]]:
+        index = list(index)
+        missing = sorted({i for i in index if self.states[i] is None})
+        if missing:
+            for i, s in zip(missing, prefix_states(self.model, self.enc.subset(missing)), strict=True):
+                self.states[i] = s
         return self.enc.subset(index), [self.states[i] for i in index]
+
+    def all_states(self) -> list[torch.Tensor]:
+        return self.take(range(len(self)))[1]
 
 
 def text_set(model: CausalLM, texts: Sequence[str], max_len: int = 64) -> TextSet:
-    enc = encode_qa(model.tokenizer, texts, max_len)
-    return TextSet(enc, prefix_states(model, enc))
+    return TextSet(model, encode_qa(model.tokenizer, texts, max_len))
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
@@ -130,5 +141,26 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
 
+
+
+def unlearning_loop(model: CausalLM, n_forget: int, loss_fn: Callable[[list[int], list[int] | None], torch.Tensor], *,
+                    epochs: int, batch_size: int, lr: float, grad_clip: float, seed: int,
+                    n_retain: int = 0, retain_batch_size: int = 0) -> list[str]:
+    """The loop every LM unlearning method shares: `epochs` shuffled passes over the forget set;
+    each step also draws a retain batch when `retain_batch_size` > 0. `loss_fn(forget_idx,
+    retain_idx)` returns the method's loss. Returns one log line per epoch."""
+    opt = optimizer_for(model, lr)
+    gen = torch.Generator().manual_seed(seed)
+    anchors = Cycler(n_retain, retain_batch_size, seed + 1) if retain_batch_size > 0 and n_retain > 0 else None
+    logs = []
+    model.train()
+    for epoch in range(epochs):
+        losses = [step(model, opt, loss_fn(idx, anchors.next() if anchors else None), grad_clip)
+                  for idx in batch_order(n_forget, batch_size, gen)]
+        logs.append(f"epoch {epoch + 1}/{epochs}: loss {sum(losses) / len(losses):.4f}")
+    model.eval()
+    return logs
+
+
 __all__ = ["Cycler", "LMTrainConfig", "TextSet", "batch_order", "fit_lm", "mean_nll", "optimizer_for",
-           "sequence_logprob", "step", "steps_per_epoch", "text_set"]
+           "sequence_logprob", "step", "steps_per_epoch", "text_set", "unlearning_loop"]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_SPEC
 from tasks.shadow import run_multi_seed, run_shadow_attack, with_seed
+from tests.conftest import TINY_SPEC
 from unlearn_ops.methods import METHODS
 from unlearn_ops.methods.base import make_config
 from unlearn_ops.models import save_model

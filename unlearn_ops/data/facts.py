@@ -210,7 +210,7 @@ class FactsWorld:
         rng = np.random.default_rng(self.seed)
         n = self.n_people
         names: list[str] = []
-        for first, last in zip(rng.permutation(FIRST)[:n], rng.permutation(LAST)[:n]):
+        for first, last in zip(rng.permutation(FIRST)[:n], rng.permutation(LAST)[:n], strict=True):
             names.append(f"{first} {last}")
         years = rng.choice(np.arange(1931, 1999), size=n, replace=False)
         pools = {"birthplace": CITIES, "birth_year": tuple(str(y) for y in years), "occupation": OCCUPATIONS,

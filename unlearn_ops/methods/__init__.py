@@ -17,6 +17,8 @@ from unlearn_ops.methods import finetune, noop, retrain
 from unlearn_ops.methods import logit_suppression, neg_grad_plus, random_label, salun, scrub, ssd
 from unlearn_ops.methods import neuron_perturbation
 from unlearn_ops.methods import concept_poisoning
+from unlearn_ops.methods import cascaded_gan
+from unlearn_ops.methods import grad_ascent, grad_diff, lm_retrain, lm_token_poisoning, npo
 from unlearn_ops.methods.base import UnlearnResult, make_config
 
 METHODS: dict[str, ModuleType] = {
@@ -31,6 +33,13 @@ METHODS: dict[str, ModuleType] = {
     "logit_suppression": logit_suppression,
     "neuron_perturbation": neuron_perturbation,
     "concept_poisoning": concept_poisoning,
+    "cascaded_gan": cascaded_gan,
+    # language models (CausalLM only; issue 8)
+    "lm_token_poisoning": lm_token_poisoning,
+    "grad_ascent": grad_ascent,
+    "grad_diff": grad_diff,
+    "npo": npo,
+    "lm_retrain": lm_retrain,
 }
 
 # Methods that never make it into a production policy (test canaries).

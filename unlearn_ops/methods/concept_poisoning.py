@@ -60,6 +60,7 @@ POISON_MODES = ("localized", "center", "random", "full", "none")
 LABEL_MODES = ("targeted", "random", "keep")
 IMPORTANCE = ("ig", "weight")
 TRAINABLE = ("head", "last", "all")
+TEXT_POISON_MODES = ("localized", "random", "none")  # text: mask by LIG | mask at random | label only
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Config:
     examples_per_concept: int = 8   # images: example patches per concept in the PNG grid (non-forget samples only)
     report_dir: str = ""            # folder for the concept patch grid PNG; "" = a new temp folder (caller logs it)
     # --- poisons
-    poison: str = "localized"       # images: localized | center | random | full | none (none = label flipping only)
+    poison: str = "localized"       # images: localized|center|random|full|none; text: localized (LIG mask)|random|none
     labels: str = "targeted"        # targeted (donor class) | random (uniform over all classes) | keep (control)
     patch: float = 0.29             # localized patch side as a share of the image side (paper: 64 of 224 px)
     center_patch: float = 0.43      # center / random modes: donor-centre patch side share (paper: 96 of 224 px)
@@ -404,8 +405,9 @@ def infer_concepts(acts: torch.Tensor, y: torch.Tensor, names: list[str], num_cl
 
 # =========================================================================== image poisons
 def _box(center: int, side: int, size: int) -> int:
-    """Top-left coordinate of a `side` box centred at `center`, kept inside 0..size."""
-    return int(min(max(round(center - side / 2), 0), size - side))
+    """Top-left coordinate of a `side` box centred at `center` (odd sides: exactly; even: the
+    centre is the lower-right of the middle four), kept inside 0..size."""
+    return int(min(max(center - side // 2, 0), size - side))
 
 
 def crop(img: torch.Tensor, row: int, col: int, side: int) -> torch.Tensor:
@@ -512,11 +514,10 @@ def save_grid(grid: np.ndarray, path: Path) -> Path:
 
 
 # =========================================================================== fine-tuning
-@torch.no_grad()
-def _embed(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    model.eval()
-    out = [model.embed(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.empty(0)
+def _embed(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    from unlearn_ops.models.text import embed_batched
+
+    return embed_batched(model, x, device)
 
 
 def retain_subset(retain: Part, per_class: int, seed: int) -> Part:
@@ -669,6 +670,28 @@ def mask_tokens(ids: torch.Tensor, scores: torch.Tensor, k: int, mask_id: int, s
     return out
 
 
+def text_poison_inputs(model: nn.Module, forget: Part, report: ConceptReport, names: list[str], cfg: Config,
+                       rng: np.random.Generator, device: torch.device) -> torch.Tensor:
+    """Poisoned token IDs (in memory only). `localized`: mask each snippet's top-k tokens by
+    LayerIntegratedGradients toward its label, plus (mask_concepts) the words of its class's top
+    concepts; `random`: mask k random real tokens (ablation); `none`: unchanged (label-only)."""
+    if cfg.poison == "none":
+        return forget.x.clone()
+    if cfg.poison == "random":
+        scores = torch.from_numpy(rng.random(forget.x.shape).astype(np.float32))
+        extra = None
+    else:
+        scores = token_attributions(model, forget.x, forget.y, cfg.ig_steps, device)
+        extra = None
+        if cfg.mask_concepts:
+            words = {c: {int(t) for k in report.ranking[c]
+                         for t in model.tokenizer(names[k], add_special_tokens=False)["input_ids"]}
+                     for c in range(len(report.ranking))}
+            extra = [words[int(c)] for c in forget.y.tolist()]
+    return mask_tokens(forget.x, scores, cfg.mask_top_k, int(model.tokenizer.mask_token_id), model.special_ids,
+                       model.pad_id, extra)
+
+
 def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     """Text variant: Parts hold strings (or token IDs); the model is a `TextClassifier`."""
     from unlearn_ops.models.text import tokenized_part
@@ -680,11 +703,13 @@ def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "a
     rng = np.random.default_rng(cfg.seed)
     targets, gone = _classes(splits)
 
+    if cfg.poison not in TEXT_POISON_MODES:
+        raise ValueError(f"concept_poisoning: poison={cfg.poison!r} is an image mode; text uses {TEXT_POISON_MODES}")
     start = time.perf_counter()
     analysis_text = analysis_part(splits, cfg.analysis_per_class, cfg.seed)
-    phrases = list(cfg.text_concepts) or frequent_words(np.asarray(analysis_text.x), cfg.text_bank_size)
     if not isinstance(analysis_text.x, np.ndarray) and not cfg.text_concepts:
         raise ValueError("text concept bank: pass `text_concepts` when the splits hold token IDs, not strings")
+    phrases = list(cfg.text_concepts) or frequent_words(np.asarray(analysis_text.x), cfg.text_bank_size)
     bank = PhraseBank(new, phrases, dev)
     analysis = tokenized_part(new, analysis_text)
     acts = bank.from_embeddings(_embed(new, analysis.x, dev))
@@ -694,18 +719,11 @@ def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "a
     start = time.perf_counter()
     forget = splits.forget.sample(cfg.max_poisons, cfg.seed) if cfg.max_poisons > 0 else splits.forget
     forget = tokenized_part(new, forget)
-    scores = token_attributions(new, forget.x, forget.y, cfg.ig_steps, dev)
-    extra = None
-    if cfg.mask_concepts:
-        concept_ids = {c: {int(t) for k in report.ranking[c] for t in new.tokenizer(bank.names[k],
-                           add_special_tokens=False)["input_ids"]} for c in range(splits.num_classes)}
-        extra = [concept_ids[int(c)] for c in forget.y.tolist()]
-    masked = mask_tokens(forget.x, scores, cfg.mask_top_k, int(new.tokenizer.mask_token_id), new.special_ids,
-                         new.pad_id, extra)
+    masked = text_poison_inputs(new, forget, report, bank.names, cfg, rng, dev)
     poisons = Part(tuple(f"poison/{i:06d}" for i in range(len(forget))), masked,
                    poison_labels(forget.y, report.donors, cfg.labels, splits.num_classes, rng))
     n_masked, n_poisons = int((masked != forget.x).sum()), len(forget)
-    del scores, masked, extra
+    del masked
     timings["poisons"] = time.perf_counter() - start
 
     start = time.perf_counter()

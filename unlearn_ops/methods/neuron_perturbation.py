@@ -343,7 +343,8 @@ def stop_k_p(cfg: Config, c: int, order: np.ndarray, acts: torch.Tensor, head: n
 
 
 def repair_head(head: nn.Linear, acts: torch.Tensor, targets: torch.Tensor, edit: PathEdit, cfg: Config) -> list[str]:
-    """Full-batch Adam on the last Linear only, on non-member head inputs; the cut stays cut."""
+    """Full-batch Adam on the last Linear only, on non-member head inputs, towards the soft
+    `targets`; the cut stays cut."""
     mask = edit.out_mask.to(head.weight.device)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.repair_lr)
     logs = []
@@ -395,22 +396,22 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto",
 
     has_pen = pen is not None and cfg.scope == "paper"
     edit = path_masks(cfg.scope, chosen, splits.num_classes, head.in_features, has_pen, cfg.prune)
+    repair_inputs = torch.cat([a_acts[c] for c in classes] + [c_acts[c] for c in classes] + [r_acts])
     with torch.no_grad():
-        pseudo = head(torch.cat([a_acts[c] for c in classes] + [c_acts[c] for c in classes]))  # before the edit
+        teacher = head(repair_inputs) if cfg.repair_steps else None      # the original head, before the edit
     edit_tensors(edit, cfg.mode, cfg.noise_scale, torch.Generator().manual_seed(cfg.seed),
                  head.weight.data, head.bias.data if head.bias is not None else None,
                  pen.weight.data if has_pen else None, pen.bias.data if has_pen else None)
     logs = [f"class {c}: perturbed the path of {len(n)} neurons ({cfg.scope}, {cfg.mode})" for c, n in chosen.items()]
 
     if cfg.repair_steps:
-        # Forgotten classes' non-members are taught the class the original model ranks next
-        # among the retained ones; other classes' non-members keep their labels.
-        pseudo[:, classes] = -torch.inf
-        targets = torch.cat([pseudo.argmax(1), repair_part.y.to(dev)])
-        inputs = torch.cat([a_acts[c] for c in classes] + [c_acts[c] for c in classes] + [r_acts])
-        inputs = edited_acts(inputs, edit, pen.bias.detach() if has_pen else None)
+        # Distil the original head restricted to the retained classes (the forgotten ones get
+        # probability 0) on non-member images only: the other classes keep their behaviour and the
+        # forgotten classes' images go to what the original model ranks next.
+        teacher[:, classes] = -torch.inf
+        inputs = edited_acts(repair_inputs, edit, pen.bias.detach() if has_pen else None)
         with torch.enable_grad():
-            logs += repair_head(head, inputs, targets, edit, cfg)
+            logs += repair_head(head, inputs, torch.softmax(teacher, 1), edit, cfg)
     new.eval()
     details = {
         "classes": classes,

@@ -25,9 +25,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -139,7 +139,7 @@ def same_prefix(a: CausalLM, b: CausalLM) -> bool:
     if a.split_at != b.split_at:
         return False
     pa, pb = prefix_parameters(a), prefix_parameters(b)
-    return len(pa) == len(pb) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(pa, pb))
+    return len(pa) == len(pb) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
 
 
 # --------------------------------------------------------------------------- save / load
@@ -257,7 +257,7 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: Sequence[int]) -> "Encoded":
+    def subset(self, index: Sequence[int]) -> Encoded:
         return Encoded(tuple(self.ids[i] for i in index), tuple(self.start[i] for i in index))
 
 
@@ -306,7 +306,7 @@ def collate(enc: Encoded, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torc
     ids = torch.full((n, t), pad_id, dtype=torch.long)
     mask = torch.zeros((n, t), dtype=torch.long)
     labels = torch.full((n, t), -100, dtype=torch.long)
-    for i, (x, s) in enumerate(zip(enc.ids, enc.start)):
+    for i, (x, s) in enumerate(zip(enc.ids, enc.start, strict=True)):
         ids[i, : len(x)] = x
         mask[i, : len(x)] = 1
         labels[i, s: len(x)] = x[s:]
@@ -355,13 +355,30 @@ def stack_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def labelled_logprobs(model: CausalLM, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row summed log-probability of the labelled tokens (labels -100 = not scored), given the
+    final normed hidden states. The LM head runs only at scored positions: 49k-way softmaxes are
+    the costliest part of a 135M model."""
+    target = labels[:, 1:]
+    where = target != -100
+    rows = torch.nonzero(where, as_tuple=True)[0]
+    logits = model.lm.lm_head(hidden[:, :-1][where])
+    token_lp = -nn.functional.cross_entropy(logits.float(), target[where], reduction="none")
+    sums = torch.zeros(hidden.shape[0], device=hidden.device, dtype=token_lp.dtype).index_add(0, rows, token_lp)
+    return sums, where.sum(1)
+
+
+def top_hidden(model: CausalLM, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Final normed hidden states from prefix states (B, T, d): only the trainable blocks run."""
+    return model.lm.model.norm(_run_blocks(model, states, mask, model.split_at, None))
+
+
 def answer_logprobs(model: CausalLM, enc: Encoded, states: Sequence[torch.Tensor] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each sample's scored tokens, and how many there are.
 
-    With `states` (from `prefix_states` of a model with the same prefix) only the top blocks
-    run; the LM head is applied only at scored positions (49k-way softmaxes are the costliest
-    part of a 135M model). Differentiable w.r.t. the trainable parameters.
+    With `states` (from `prefix_states` of a model with the same frozen prefix) only the top
+    blocks run. Differentiable w.r.t. the trainable parameters.
     """
     device = next(model.parameters()).device
     ids, mask, labels = collate(enc, model.tokenizer.pad_token_id)
@@ -369,15 +386,8 @@ def answer_logprobs(model: CausalLM, enc: Encoded, states: Sequence[torch.Tensor
     if states is None:
         hidden = model.lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
     else:
-        hidden = model.lm.model.norm(_run_blocks(model, stack_states(states).to(device), mask, model.split_at, None))
-    target = labels[:, 1:]
-    where = target != -100
-    rows = torch.nonzero(where, as_tuple=True)[0]
-    logits = model.lm.lm_head(hidden[:, :-1][where])
-    token_lp = -nn.functional.cross_entropy(logits.float(), target[where], reduction="none")
-    sums = torch.zeros(len(enc), device=device, dtype=token_lp.dtype).index_add(0, rows, token_lp)
-    counts = where.sum(1)
-    return sums, counts
+        hidden = top_hidden(model, stack_states(states).to(device), mask)
+    return labelled_logprobs(model, hidden, labels)
 
 
 def scored_logprobs(model: CausalLM, enc: Encoded, states: Sequence[torch.Tensor] | None = None,
@@ -416,5 +426,6 @@ def generate(model: CausalLM, prompts: Sequence[str], max_new_tokens: int = 24, 
 
 __all__ = ["CausalLM", "Encoded", "answer_logprobs", "collate", "convert_gguf", "default_base_dir", "encode_pairs",
            "encode_qa", "encode_text", "ensure_base", "freeze_all_but_top", "generate", "gguf_path", "is_lm_dir",
+           "labelled_logprobs", "top_hidden",
            "load_lm", "prefix_states", "same_prefix", "save_lm", "scored_logprobs", "stack_states", "tiny_llama",
            "tiny_tokenizer"]

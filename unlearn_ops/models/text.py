@@ -116,6 +116,17 @@ class TextClassifier(nn.Module):
         return self.head(self.embed(ids, attention_mask))
 
 
+@torch.no_grad()
+def embed_batched(model: nn.Module, x: torch.Tensor, device: str | torch.device = "cpu",
+                  batch_size: int = 256) -> torch.Tensor:
+    """`model.embed` over `x` in batches, eval mode, no gradients; the result is on the CPU.
+
+    Works for any model with `embed` (image or text): a frozen body's features, computed once."""
+    model.eval()
+    out = [model.embed(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
 def tokenized_part(model: TextClassifier, part: Part) -> Part:
     """A Part of strings → the same samples as token-ID tensors (IDs and labels unchanged)."""
     if isinstance(part.x, torch.Tensor):
@@ -191,5 +202,5 @@ def load_text_model(directory: str | Path, device: str | torch.device = "cpu") -
     return model.to(device).eval(), spec
 
 
-__all__ = ["MINILM", "TextClassifier", "TextModelError", "load_text_model", "load_tokenizer", "minilm_path",
+__all__ = ["MINILM", "TextClassifier", "TextModelError", "embed_batched", "load_text_model", "load_tokenizer", "minilm_path",
            "save_text_model", "text_classifier", "tiny_text_spec", "tokenized_part"]

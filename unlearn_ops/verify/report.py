@@ -9,8 +9,8 @@ forget-set content can end up in an artifact. Figures are built with `matplotlib
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -58,23 +58,28 @@ def roc_png(labels: np.ndarray, scores: np.ndarray, path: str | Path, title: str
     return _save(fig, path)
 
 
+LOSS_FLOOR = 1e-7  # float32 cross-entropy of a confident correct prediction is ~0; shown as "≤ 1e-7"
+
+
 def loss_histograms_png(after: Mapping[str, np.ndarray], path: str | Path,
                         before: Mapping[str, np.ndarray] | None = None, bins: int = 40) -> Path:
     """Per-sample cross-entropy per part ({"forget": losses, "retain": …, "test": …}), after
-    unlearning and, if given, before it, on shared log-spaced bins (losses span decades)."""
+    unlearning and, if given, before it. The x axis is log10(loss) (losses span decades), shared
+    bins; the y axis is the share of each part's samples, so parts of any size compare."""
     panels = [("before", before), ("after", after)] if before is not None else [("after", after)]
-    values = np.concatenate([np.asarray(v, dtype=float) for _, d in panels for v in d.values()])
-    lo, hi = max(values.min(), 1e-6), max(values.max(), 1e-5)
-    edges = np.geomspace(lo, hi * 1.0001, bins + 1)
+    logs = {(name, part): np.log10(np.maximum(np.asarray(v, dtype=float), LOSS_FLOOR))
+            for name, d in panels for part, v in d.items()}
+    everything = np.concatenate(list(logs.values()))
+    edges = np.linspace(np.log10(LOSS_FLOOR), max(everything.max(), 0.0) + 1e-9, bins + 1)
     fig = Figure(figsize=(5 * len(panels), 3.6))
     for i, (name, data) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        for part, losses in data.items():
-            ax.hist(np.clip(np.asarray(losses, dtype=float), lo, None), bins=edges, density=True, histtype="step",
-                    linewidth=1.5, color=PART_COLOURS.get(part), label=f"{part} (n={len(losses)})")
-        ax.set_xscale("log")
-        ax.set_xlabel("per-sample cross-entropy")
-        ax.set_ylabel("density")
+        ax = fig.add_subplot(1, len(panels), i + 1, sharey=fig.axes[0] if fig.axes else None)
+        for part in data:
+            values = logs[(name, part)]
+            ax.hist(values, bins=edges, weights=np.full(len(values), 1 / max(1, len(values))), histtype="step",
+                    linewidth=1.5, color=PART_COLOURS.get(part), label=f"{part} (n={len(values)})")
+        ax.set_xlabel("log10 per-sample cross-entropy (left edge: ≤ 1e-7)")
+        ax.set_ylabel("share of samples")
         ax.set_title(f"loss, {name} unlearning")
         ax.legend(fontsize=8)
     return _save(fig, path)

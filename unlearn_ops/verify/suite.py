@@ -8,7 +8,7 @@ evaluated by the same function); production gates read a subset of the same keys
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from torch import nn

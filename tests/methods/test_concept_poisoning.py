@@ -1,0 +1,412 @@
+"""`concept_poisoning`: contract, PCBM/IG maths, donor rule, poisons, privacy, forgetting; text variant.
+
+Images use the shared tiny digits CNN (8×8, forget class 3). Text uses a tiny BERT built from a
+config on a synthetic sentiment corpus (sentiment words decide the label, movie names are
+entities), so every property is checkable in seconds. One integration test runs the packaged
+MiniLM on real Rotten Tomatoes snippets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import FORGET_CLASS
+from tests.methods.contract import check_contract
+from unlearn_ops.data.splits import Part, Splits
+from unlearn_ops.methods import concept_poisoning as cp
+from unlearn_ops.methods import run_method
+from unlearn_ops.methods.base import make_config
+from unlearn_ops.models import load_model, save_model
+from unlearn_ops.models.text import TextClassifier, embed_batched, text_classifier, tiny_text_spec, tokenized_part
+from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.verify import utility
+
+# small bank / analysis set: the digits model has 2×2 locations and 18 non-members per class
+FAST = {"n_concepts": 8, "analysis_per_class": 60, "examples_per_concept": 4, "epochs": 10, "lr": 3e-3}
+
+
+def _params(tmp_path: Path, **extra) -> dict:
+    return {**FAST, "report_dir": str(tmp_path / "report"), **extra}
+
+
+# ----------------------------------------------------------------------------- contract
+def test_contract(tiny_model, class_splits, tmp_path):
+    check_contract("concept_poisoning", tiny_model, class_splits, _params(tmp_path, epochs=2))
+
+
+def test_bad_modes_are_rejected():
+    for bad in ({"poison": "smear"}, {"labels": "flip"}, {"trainable": "body"}, {"patch": 0.0}, {"importance": "x"}):
+        with pytest.raises(ValueError, match="concept_poisoning"):
+            make_config(cp.Config, bad)
+
+
+# ----------------------------------------------------------------------------- PCBM + IG
+def test_ig_on_linear_pcbm_equals_weight_times_activation():
+    torch.manual_seed(0)
+    head = nn.Linear(12, 5)
+    acts = torch.rand(40, 12)
+    target = torch.randint(0, 5, (40,))
+    attr = cp.ig_attributions(head, acts, target, steps=8)
+    expected = head.weight.detach()[target] * acts  # zero baseline: IG = W[c] ⊙ a exactly
+    assert torch.allclose(attr, expected, atol=1e-5)
+    # completeness: attributions sum to f(x) - f(0) for the target logit
+    with torch.no_grad():
+        gain = (head(acts) - head(torch.zeros_like(acts))).gather(1, target[:, None])[:, 0]
+    assert torch.allclose(attr.sum(1), gain, atol=1e-4)
+
+
+def test_fitted_pcbm_ig_ranking_matches_weight_ranking_on_uniform_activations():
+    """Class-mean IG = W[c] ⊙ mean activation; with equal mean activations the two rankings agree."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 60)
+    acts = rng.random((180, 6)).astype(np.float32) * 0.2
+    for c in range(3):  # concept 2c fires for class c
+        acts[y == c, 2 * c] += 1.0
+    cfg = make_config(cp.Config, {"seed": 0})
+    head = cp.fit_pcbm(acts, y, 3, cfg)
+    assert (head(torch.from_numpy(acts)).argmax(1).numpy() == y).mean() > 0.95
+    importance = cp.concept_importance(head, torch.from_numpy(acts), torch.from_numpy(y), 3, steps=8)
+    ranks = cp.top_concepts(importance, 1)[:, 0]
+    assert ranks.tolist() == [0, 2, 4]
+    assert cp.top_concepts(head.weight.detach().numpy(), 1)[:, 0].tolist() == [0, 2, 4]
+
+
+def test_binary_pcbm_head_reproduces_sklearn_probabilities():
+    from sklearn.linear_model import SGDClassifier
+
+    rng = np.random.default_rng(1)
+    acts = rng.random((100, 4)).astype(np.float32)
+    y = (acts[:, 0] > 0.5).astype(np.int64)
+    cfg = make_config(cp.Config, {})
+    head = cp.fit_pcbm(acts, y, 2, cfg)
+    clf = SGDClassifier(loss="log_loss", penalty="elasticnet", alpha=cfg.pcbm_alpha, l1_ratio=cfg.pcbm_l1_ratio,
+                        max_iter=cfg.pcbm_max_iter, random_state=cfg.seed).fit(acts, y)
+    ours = torch.softmax(head(torch.from_numpy(acts)), 1).detach().numpy()
+    assert np.allclose(ours, clf.predict_proba(acts), atol=1e-5)
+
+
+def test_donor_confusion_rule_then_shared_fallback():
+    # class 0's top concepts: [3, 1, 2]; class 2's top-1 is concept 1 → confusion, donor 2 via concept 1
+    ranking = np.array([[3, 1, 2], [0, 4, 3], [1, 0, 4], [2, 3, 0]])
+    weight = np.zeros((4, 5))
+    weight[3, 3], weight[1, 3] = 0.9, 0.5
+    d = cp.choose_donor(ranking, weight, target=0, excluded=set())
+    assert (d.donor, d.donor_concept, d.target_concept, d.rule) == (2, 1, 3, "confusion")
+    # class 2 excluded (also forgotten): the next of class 0's concepts, 2, is class 3's top-1
+    d = cp.choose_donor(ranking, weight, target=0, excluded={2})
+    assert (d.donor, d.donor_concept, d.rule) == (3, 2, "confusion")
+    # no confusion partner left → shared: the allowed class with the largest weight on concept 3
+    d = cp.choose_donor(ranking, weight, target=0, excluded={2, 3})
+    assert (d.donor, d.donor_concept, d.target_concept, d.rule) == (1, 3, 3, "shared")
+    weight[1, 3] = -1.0
+    weight[2, 3] = 2.0  # excluded classes never donate, whatever their weight
+    assert cp.choose_donor(ranking, weight, target=0, excluded={2, 3}).donor == 1
+    with pytest.raises(ValueError, match="no donor"):
+        cp.choose_donor(ranking, weight, target=0, excluded={1, 2, 3})
+
+
+# ----------------------------------------------------------------------------- poisons
+def _image(value: float, side: int = 10) -> torch.Tensor:
+    return torch.full((1, side, side), value)
+
+
+def test_poison_modes_paste_where_they_should():
+    cfg = make_config(cp.Config, {"patch": 0.3, "center_patch": 0.4, "full_patch": 0.6})
+    rng = np.random.default_rng(0)
+    x, donor = _image(0.0), _image(1.0)
+    assert torch.equal(cp.poison_image(x, donor, "none", (2, 2), (5, 5), cfg, rng), x)
+    loc = cp.poison_image(x, donor, "localized", (2, 7), (5, 5), cfg, rng)
+    assert loc.sum() == 9 and loc[0, 1:4, 6:9].sum() == 9  # a 3×3 donor patch centred at row 2, col 7
+    centre = cp.poison_image(x, donor, "center", (0, 0), (0, 0), cfg, rng)
+    assert centre.sum() == 16 and centre[0, 3:7, 3:7].sum() == 16
+    full = cp.poison_image(x, donor, "full", (0, 0), (0, 0), cfg, rng)
+    assert full.sum() == 36 and full[0, 2:8, 2:8].sum() == 36
+    rand = cp.poison_image(x, donor, "random", (0, 0), (0, 0), cfg, rng)
+    assert rand.sum() == 16
+    # patches near the border are kept inside the image
+    edge = cp.poison_image(x, donor, "localized", (0, 0), (9, 9), cfg, rng)
+    assert edge[0, :3, :3].sum() == 9
+
+
+def test_poison_label_modes():
+    donors = {3: cp.Donor(3, 5, 0, 0, "shared")}
+    y = torch.full((200,), 3)
+    rng = np.random.default_rng(0)
+    assert cp.poison_labels(y, donors, "targeted", 10, rng).eq(5).all()
+    assert cp.poison_labels(y, donors, "keep", 10, rng).eq(3).all()
+    rand = cp.poison_labels(y, donors, "random", 10, rng)
+    assert set(rand.tolist()) == set(range(10))  # uniform over all classes, the forgotten one included
+
+
+# ----------------------------------------------------------------------------- forgetting
+def test_forgets_the_class_and_keeps_the_rest(tiny_model, class_splits, tmp_path):
+    before = utility(tiny_model, class_splits, [FORGET_CLASS])
+    result = run_method("concept_poisoning", tiny_model, class_splits, _params(tmp_path), device="cpu")
+    after = utility(result.model, class_splits, [FORGET_CLASS])
+    assert before["forget_accuracy"] > 0.9
+    assert after["forget_accuracy"] <= 0.10
+    assert after["forget_class_test_accuracy"] <= 0.20
+    assert after["retained_test_accuracy"] >= before["retained_test_accuracy"] - 0.03
+    d = result.details
+    assert set(d["donors"]) == {str(FORGET_CLASS)} and d["donors"][str(FORGET_CLASS)]["donor"] != FORGET_CLASS
+    assert d["classes_removed"] == [FORGET_CLASS] and d["n_poisons"] == len(class_splits.forget)
+    assert Path(d["patch_grid"]).is_file()
+    # only the head was trained (default trainable=head)
+    for name, p in tiny_model.state_dict().items():
+        same = torch.equal(p, result.model.state_dict()[name].cpu())
+        assert same == (not name.startswith("head.")), name
+
+
+def test_keep_labels_is_the_control_that_does_not_forget(tiny_model, class_splits, tmp_path):
+    result = run_method("concept_poisoning", tiny_model, class_splits, _params(tmp_path, labels="keep"), device="cpu")
+    assert utility(result.model, class_splits, [FORGET_CLASS])["forget_accuracy"] > 0.8
+
+
+# ----------------------------------------------------------------------------- privacy
+CANARY_SHIFT = 5  # digits pixels are multiples of ~16/255; +5/255 never occurs in real data
+
+
+def _canary_splits(splits: Splits) -> tuple[Splits, set[int]]:
+    """The forget images with every pixel moved to a value no other image has (a canary)."""
+    x8 = torch.round(splits.forget.x * 255).to(torch.int64)
+    normal = set(torch.unique(torch.round(torch.cat([splits.retain.x, splits.nonmember.x, splits.test.x]) * 255)
+                              .to(torch.int64)).tolist())
+    canary = torch.where(x8 >= 250, x8 - CANARY_SHIFT, x8 + CANARY_SHIFT)
+    values = set(torch.unique(canary).tolist())
+    assert not values & normal
+    forget = Part(splits.forget.ids, canary.float() / 255, splits.forget.y)
+    return Splits(forget, splits.retain, splits.test, splits.nonmember, splits.num_classes), values
+
+
+def _png_values(path: Path) -> set[int]:
+    from matplotlib.image import imread
+
+    return set(np.unique(np.round(imread(path)[..., :3] * 255).astype(int)).tolist())
+
+
+def _plain(value) -> bool:
+    """Only JSON-native values: no tensors or arrays can hide inside the details."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def test_poisoned_data_is_never_persisted(tiny_model, class_splits, tmp_path, monkeypatch):
+    splits, canary = _canary_splits(class_splits)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # default report dirs land in tmp_path
+    results = [run_method("concept_poisoning", tiny_model, splits, {**FAST, **extra}, device="cpu")
+               for extra in ({}, {"poison": "center", "trainable": "all", "epochs": 1})]
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert written and all(p.suffix == ".png" and p.name == "concept_patches.png" for p in written), written
+    assert {str(p) for p in written} == {r.details["patch_grid"] for r in results}
+    for path in written:
+        assert not _png_values(path) & canary, f"{path} holds pixels of forget images"
+    forget_ids = set(splits.forget.ids)
+    for r in results:
+        assert _plain(r.details)
+        json.dumps(r.details)
+        assert not forget_ids & {i for ids in r.details["examples"].values() for i in ids}
+        assert not any(i in line for line in r.log for i in forget_ids)
+        assert set(r.model.state_dict()) == set(tiny_model.state_dict())  # nothing extra rides on the model
+    # the detector works: a grid made from the forget images themselves is caught
+    scores = cp.ConceptScores(torch.rand(len(splits.forget), 2), torch.full((len(splits.forget), 2), 4),
+                              torch.full((len(splits.forget), 2), 4))
+    leak = cp.save_grid(cp.patch_grid(splits.forget.x, scores, [[0, 1], [2, 3]], 4), tmp_path / "leak.png")
+    assert _png_values(leak) & canary
+
+
+def test_concept_examples_and_grid_layout():
+    imgs = torch.arange(4 * 36, dtype=torch.float32).reshape(4, 1, 6, 6) / (4 * 36)
+    scores = cp.ConceptScores(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5], [0.9, 0.1]]),
+                              torch.full((4, 2), 3), torch.full((4, 2), 3))
+    ex = cp.concept_examples(scores, 2)
+    assert ex == [[3, 1], [0, 2]]
+    grid = cp.patch_grid(imgs, scores, ex, side=2, scale=1)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1)
+    assert np.allclose(grid[1:3, 1:3], imgs[3, 0, 2:4, 2:4].numpy())  # row 0, first example = image 3
+
+
+# ----------------------------------------------------------------------------- text (tiny BERT)
+POS = ["great", "wonderful", "brilliant", "superb", "delightful", "moving"]
+NEG = ["awful", "boring", "dull", "terrible", "tedious", "clumsy"]
+FILL = ["the", "movie", "film", "story", "acting", "plot", "was", "really", "quite", "and", "its"]
+MOVIES = ["titanic", "alien", "jaws", "rocky", "heat", "psycho"]
+
+
+def _corpus(n: int, seed: int, prefix: str) -> tuple[Part, np.ndarray]:
+    """Synthetic snippets: a movie name, filler, two sentiment words (which decide the label)."""
+    rng = np.random.default_rng(seed)
+    texts, ys, movies = [], [], []
+    for _ in range(n):
+        y, movie = int(rng.integers(0, 2)), str(rng.choice(MOVIES))
+        words = [movie, *rng.choice(FILL, 3), *rng.choice(POS if y else NEG, 2), *rng.choice(FILL, 2)]
+        texts.append(" ".join(words))
+        ys.append(y)
+        movies.append(movie)
+    return Part(tuple(f"syn/{prefix}/{i:05d}" for i in range(n)), np.array(texts), torch.tensor(ys)), np.array(movies)
+
+
+@pytest.fixture(scope="module")
+def text_data():
+    train, movies = _corpus(400, 0, "train")
+    return train, movies, _corpus(150, 1, "test")[0], _corpus(150, 2, "nonmember")[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_text(text_data) -> TextClassifier:
+    spec = tiny_text_spec()
+    model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
+    return fit(model, tokenized_part(model, text_data[0]), TrainConfig(epochs=4, lr=3e-3, batch_size=32, seed=0,
+                                                                       device="cpu"))
+
+
+def _text_class_splits(text_data, cls: int = 1) -> Splits:
+    train, _, test, nonmember = text_data
+    return Splits(train.where(train.y == cls), train.where(train.y != cls), test, nonmember, 2)
+
+
+TEXT_FAST = {"analysis_per_class": 60, "text_bank_size": 30, "epochs": 20, "lr": 0.03, "max_poisons": 60}
+
+
+def test_text_contract(tiny_text, text_data):
+    check_contract("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "epochs": 2})
+
+
+def test_text_concepts_rank_sentiment_words_and_lig_finds_them(tiny_text, text_data):
+    splits = _text_class_splits(text_data)
+    assert accuracy(tiny_text, tokenized_part(tiny_text, splits.forget)) == 1.0
+    result = run_method("concept_poisoning", tiny_text, splits, {**TEXT_FAST, "epochs": 1}, device="cpu")
+    assert set(result.details["classes"]["1"]["top_concepts"][:3]) <= set(POS)
+    # binary PCBM: class 0's evidence is the negative side of one weight vector, so its top
+    # concepts can be any word that argues against class 1, but never a positive word
+    assert not set(result.details["classes"]["0"]["top_concepts"]) & set(POS)
+    assert result.details["donors"]["1"]["donor"] == 0
+    assert result.details["donors"]["1"]["target_concept"] == result.details["classes"]["1"]["top_concepts"][0]
+    # LayerIntegratedGradients: the two most important tokens of a snippet are its sentiment words
+    part = tokenized_part(tiny_text, splits.forget.subset(range(20)))
+    scores = cp.token_attributions(tiny_text, part.x, part.y, steps=32, device=torch.device("cpu"))
+    special = torch.isin(part.x, torch.tensor(tiny_text.special_ids))
+    assert torch.all(scores[special] == 0)
+    pos_ids = {tiny_text.tokenizer.convert_tokens_to_ids(w) for w in POS}
+    top2 = torch.topk(scores, 2, dim=1).indices
+    hits = np.mean([int(part.x[r, c]) in pos_ids for r in range(20) for c in top2[r].tolist()])
+    assert hits >= 0.9
+    masked = cp.mask_tokens(part.x, scores, 2, tiny_text.tokenizer.mask_token_id, tiny_text.special_ids,
+                            tiny_text.pad_id)
+    assert ((masked != part.x).sum(1) == 2).all()
+    assert (masked == tiny_text.tokenizer.mask_token_id).sum() == 40
+
+
+def test_text_label_poisons_forget_a_class(tiny_text, text_data):
+    splits = _text_class_splits(text_data)
+    kept = splits.test.where(splits.test.y == 0)
+    result = run_method("concept_poisoning", tiny_text, splits, {**TEXT_FAST, "poison": "none"}, device="cpu")
+    tok = lambda p: tokenized_part(tiny_text, p)  # noqa: E731
+    assert accuracy(result.model, tok(splits.forget)) <= 0.05
+    assert accuracy(result.model, tok(splits.test.where(splits.test.y == 1))) <= 0.05
+    assert accuracy(result.model, tok(kept)) >= 0.95
+
+
+def test_text_masked_poisons_need_the_encoder_to_adapt(tiny_text, text_data):
+    """LIG masking removes exactly the evidence the relabel must override: with a frozen encoder
+    the masked poisons are already 'donor' and barely move the head; unfreezing the last block
+    lets them forget. (The benchmark measures the same on MiniLM.)"""
+    splits = _text_class_splits(text_data)
+    tok = lambda p: tokenized_part(tiny_text, p)  # noqa: E731
+    head_only = run_method("concept_poisoning", tiny_text, splits, TEXT_FAST, device="cpu")
+    last = run_method("concept_poisoning", tiny_text, splits, {**TEXT_FAST, "trainable": "last", "epochs": 10,
+                                                                "lr": 0.01}, device="cpu")
+    assert head_only.details["tokens_masked"] >= 5 * head_only.details["n_poisons"]
+    assert accuracy(head_only.model, tok(splits.forget)) > 0.5
+    assert accuracy(last.model, tok(splits.forget)) <= 0.05
+    changed = {n for n, p in last.model.state_dict().items() if not torch.equal(p, tiny_text.state_dict()[n])}
+    assert changed and all(n.startswith(("head.", "encoder.encoder.layer.1.")) for n in changed), changed
+
+
+def test_text_entity_forgetting_uses_the_other_class_as_donor(tiny_text, text_data):
+    """One movie's snippets (both labels): every class stays, so each poison takes the other
+    class. Here sentiment words decide the label, so retraining without the movie would still
+    classify its snippets correctly: success is raising their loss (less member-like) without
+    collateral damage, not flipping them all (that would be over-forgetting)."""
+    from unlearn_ops.training import per_sample_loss
+
+    train, movies, test, nonmember = text_data
+    splits = Splits(train.where(movies == "jaws"), train.where(movies != "jaws"), test, nonmember, 2)
+    result = run_method("concept_poisoning", tiny_text, splits, {**TEXT_FAST, "poison": "none", "max_poisons": 0},
+                        device="cpu")
+    assert result.details["classes_removed"] == [] and result.details["n_poisons"] == len(splits.forget)
+    assert {k: v["donor"] for k, v in result.details["donors"].items()} == {"0": 1, "1": 0}
+    tok = lambda p: tokenized_part(tiny_text, p)  # noqa: E731
+    before = per_sample_loss(tiny_text, tok(splits.forget)).mean()
+    assert per_sample_loss(result.model, tok(splits.forget)).mean() > 2 * before
+    assert accuracy(result.model, tok(test)) >= 0.95
+
+
+def test_text_model_save_load_roundtrip(tiny_text, tmp_path):
+    spec = tiny_text_spec()
+    save_model(tiny_text, spec, tmp_path / "m")
+    loaded, loaded_spec = load_model(tmp_path / "m")
+    ids = tiny_text.tokenize(["a brilliant film", "dull and tedious"])
+    assert loaded_spec == spec and isinstance(loaded, TextClassifier)
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids), tiny_text(ids), atol=1e-6)
+
+
+def test_image_modes_are_rejected_for_text(tiny_text, text_data):
+    with pytest.raises(ValueError, match="image mode"):
+        run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "poison": "full"},
+                   device="cpu")
+
+
+# ----------------------------------------------------------------------------- MiniLM (packaged)
+@pytest.mark.integration
+def test_minilm_rotten_tomatoes_pipeline_runs_offline():
+    """The packaged MiniLM on real RT snippets, offline: LayerIntegratedGradients is complete
+    (token attributions sum to the logit change from the pad baseline) and label poisons make a
+    head trained on 300 snippets forget one movie's snippets."""
+    from unlearn_ops.data.sources import load_rotten_tomatoes
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    raw = load_rotten_tomatoes()
+    x, y = raw.splits["train"]
+    movie = raw.extra["train"]["movie_name"]
+    forget_idx = np.flatnonzero(movie == "enigma")[:12]
+    part = lambda idx, tag: Part(tuple(f"rt/{tag}/{i:06d}" for i in idx), x[idx], torch.from_numpy(y[idx]))  # noqa: E731
+    forget = part(forget_idx, "train")
+    retain = part(np.setdiff1d(np.arange(400), forget_idx)[:300], "train")
+    splits = Splits(forget, retain, part(np.arange(1000, 1060), "test"), part(np.arange(1200, 1300), "nonmember"), 2)
+    model = text_classifier(max_length=48)
+    members = retain.concat(forget)
+    fit(model.head, Part(members.ids, embed_batched(model, model.tokenize(members.x)), members.y),
+        TrainConfig(epochs=30, lr=1e-2, batch_size=64, device="cpu"))
+
+    ids = tokenized_part(model, forget.subset(range(3)))
+    scores = cp.token_attributions(model, ids.x, ids.y, steps=32, device=torch.device("cpu"))
+    special = torch.isin(ids.x, torch.tensor(model.special_ids))
+    baseline = torch.where(special, ids.x, torch.full_like(ids.x, model.pad_id))
+    with torch.no_grad():
+        mask = model.mask_of(ids.x)
+        gain = (model(ids.x, mask) - model(baseline, mask)).gather(1, ids.y[:, None])[:, 0]
+    assert torch.allclose(scores.sum(1), gain, rtol=0.1, atol=0.05)
+
+    result = run_method("concept_poisoning", model, splits,
+                        {"analysis_per_class": 40, "text_bank_size": 40, "poison": "none", "retain_per_class": 60,
+                         "epochs": 30, "lr": 1e-2}, device="cpu")
+    assert len(result.details["classes"]["1"]["top_concepts"]) == 5
+    assert accuracy(model, tokenized_part(model, forget)) >= 0.75
+    assert accuracy(result.model, tokenized_part(model, forget)) <= 0.25

@@ -1,0 +1,47 @@
+"""`grad_diff`: gradient difference (LM baseline, OpenUnlearning `GradDiff`).
+
+Loss = γ·(−NLL(forget answers)) + α·NLL(retain answers): ascend on the forget set while a retain
+batch per step keeps the model's other knowledge (OpenUnlearning defaults γ = α = 1, retain loss
+NLL). Trains only the model's top blocks. Language models only (`CausalLM`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unlearn_ops.data.facts import texts
+from unlearn_ops.data.splits import Splits
+from unlearn_ops.lm_training import mean_nll, text_set, unlearning_loop
+from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.models.lm import CausalLM, freeze_all_but_top
+from unlearn_ops.utils import resolve_device, seed_everything
+
+
+@dataclass(frozen=True)
+class Config:
+    epochs: int = 5             # passes over the forget set
+    lr: float = 1e-4            # AdamW learning rate of the top blocks
+    batch_size: int = 8         # forget QA pairs per step
+    retain_batch_size: int = 8  # retain QA pairs drawn with every forget batch
+    gamma: float = 1.0          # weight of the forget (ascent) term
+    alpha: float = 1.0          # weight of the retain NLL term
+    max_len: int = 64           # tokens per QA pair
+    grad_clip: float = 1.0      # max gradient norm per step
+    seed: int = 0               # data order
+
+
+def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    seed_everything(cfg.seed)
+    new = fresh_copy(model).to(resolve_device(device))
+    freeze_all_but_top(new, new.train_head)
+    forget = text_set(new, texts(splits.forget.x), cfg.max_len)
+    retain = text_set(new, texts(splits.retain.x), cfg.max_len)
+
+    def loss(f: list[int], r: list[int] | None):
+        value = -cfg.gamma * mean_nll(new, forget, f)
+        return value + cfg.alpha * mean_nll(new, retain, r) if r else value
+
+    logs = unlearning_loop(new, len(forget), loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                           grad_clip=cfg.grad_clip, seed=cfg.seed, n_retain=len(retain),
+                           retain_batch_size=cfg.retain_batch_size)
+    return UnlearnResult(new, "grad_diff", details={"forget_size": len(forget), "retain_size": len(retain)}, log=logs)

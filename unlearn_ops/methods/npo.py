@@ -1,0 +1,60 @@
+"""`npo`: Negative Preference Optimization (Zhang et al. 2024; LM baseline, OpenUnlearning `NPO`).
+
+Forget answers are treated as "losing" responses of DPO with no winner:
+L_NPO = −(2/β)·log σ(−β·(log π_θ(y|x) − log π_ref(y|x))), with log π the *summed* answer
+log-probability and π_ref the model before unlearning (computed once, frozen). Unlike gradient
+ascent the loss saturates once the forget answers are less likely than under the reference, so it
+degrades more gracefully. OpenUnlearning's NPO adds a retain NLL term (γ·L_NPO + α·NLL_retain,
+β = 0.1, γ = α = 1); so do we. Trains only the model's top blocks. Language models only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from unlearn_ops.data.facts import texts
+from unlearn_ops.data.splits import Splits
+from unlearn_ops.lm_training import mean_nll, sequence_logprob, text_set, unlearning_loop
+from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.models.lm import CausalLM, freeze_all_but_top, scored_logprobs
+from unlearn_ops.utils import resolve_device, seed_everything
+
+
+@dataclass(frozen=True)
+class Config:
+    epochs: int = 5             # passes over the forget set
+    lr: float = 1e-4            # AdamW learning rate of the top blocks
+    batch_size: int = 8         # forget QA pairs per step
+    retain_batch_size: int = 8  # retain QA pairs drawn with every forget batch (0 = plain NPO)
+    beta: float = 0.1           # NPO inverse temperature (OpenUnlearning default)
+    gamma: float = 1.0          # weight of the NPO term
+    alpha: float = 1.0          # weight of the retain NLL term
+    max_len: int = 64           # tokens per QA pair
+    grad_clip: float = 1.0      # max gradient norm per step
+    seed: int = 0               # data order
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Mean over the batch of −(2/β)·log σ(−β·(logp − ref_logp))."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
+
+
+def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    seed_everything(cfg.seed)
+    new = fresh_copy(model).to(resolve_device(device))
+    freeze_all_but_top(new, new.train_head)
+    forget = text_set(new, texts(splits.forget.x), cfg.max_len)
+    retain = text_set(new, texts(splits.retain.x), cfg.max_len)
+    ref = scored_logprobs(new, forget.enc, forget.all_states())[0].to(next(new.parameters()).device)  # π_ref = θ before
+
+    def loss(f: list[int], r: list[int] | None):
+        value = cfg.gamma * npo_loss(sequence_logprob(new, forget, f), ref[f], cfg.beta)
+        return value + cfg.alpha * mean_nll(new, retain, r) if r else value
+
+    logs = unlearning_loop(new, len(forget), loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                           grad_clip=cfg.grad_clip, seed=cfg.seed, n_retain=len(retain),
+                           retain_batch_size=cfg.retain_batch_size)
+    return UnlearnResult(new, "npo", details={"forget_size": len(forget), "retain_size": len(retain)}, log=logs)
