@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -140,13 +141,13 @@ def fetch_champion_task(model: str, out_dir: str) -> str:
 
 @task(name="register-candidate", retries=2, retry_delay_seconds=2)
 def register_task(model_dir: str, model: str, batch_id: str, tags: dict[str, str], metrics: dict[str, float],
-                  params: dict[str, Any]) -> str:
+                  params: dict[str, Any], artifacts: list[str] = ()) -> str:
     """Idempotent: a batch registers at most one version per model (looked up by its batch tag)."""
     existing = find_version(model, "batch_id", batch_id)
     if existing:
         return existing
     version = log_and_register(model_dir, name=model, experiment="deletion-batches", run_name=batch_id,
-                               params=params, metrics=metrics, tags=tags)
+                               params=params, metrics=metrics, tags=tags, artifacts=artifacts)
     set_alias(model, CANDIDATE, version)
     return version
 
@@ -213,7 +214,7 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
         if "error" not in a:
             v = verify_task(str(champion_dir), a["model_dir"], store_dir, forget["ids"], info["classes"],
                             forget["item_ids"], info["kinds"], gates, seed)
-            a.update(passed=v["passed"], metrics=v["metrics"], gates=v["gates"])
+            a.update(passed=v["passed"], metrics=v["metrics"], gates=v["gates"], reports=v["reports"])
         print(f"[{model}] `{method}`: " + ("PASS" if a["passed"] else "FAIL " + (a.get("error") or
               "; ".join(f"{k}: {', '.join(g['failed'])}" for k, g in a["gates"].items() if not g["passed"]))))
         attempts.append(a)
@@ -235,7 +236,16 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
                 "forget_set_dvc_md5": record["dvc_md5"], "method": final["method"],
                 "fallback_path": " -> ".join(a["method"] for a in attempts), "verdict": "pass" if passed else "fail"}
         candidate = register_task(final["model_dir"], model, batch_id, tags, flat,
-                                  (params.get("unlearn") or {}).get(final["method"], {}))
+                                  (params.get("unlearn") or {}).get(final["method"], {}),
+                                  list((final.get("reports") or {}).values()))
+        # the certificate embeds the final attempt's plots, copied beside it
+        figures = ws.certificates / batch_id
+        figures.mkdir(parents=True, exist_ok=True)
+        report["reports"] = {}
+        for name, src in (final.get("reports") or {}).items():
+            dst = figures / f"{model}-{Path(src).name}"
+            shutil.copy2(src, dst)
+            report["reports"][name] = str(dst.relative_to(ws.certificates))
     report["candidate"] = candidate
     if not passed:
         reason = "every method in the policy chain failed the gates: " + " | ".join(

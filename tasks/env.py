@@ -24,7 +24,7 @@ def configure(root: Path | None = None) -> None:
     defaults = {
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # flows print progress (epochs, attempts) at INFO
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",

@@ -19,6 +19,7 @@ from unlearn_ops.methods import run_method
 from unlearn_ops.models import load_model, save_model
 from unlearn_ops.training import accuracy
 from unlearn_ops.verify import check, production_metrics
+from unlearn_ops.verify.report import report_pngs
 from unlearn_ops.verify.utility import retained_class_part
 
 ITEM_KINDS = ("samples", "subject")
@@ -82,4 +83,9 @@ def verify_task(champion_dir: str, candidate_dir: str, store_dir: str, forget_id
             raise KeyError(f"no gates configured for request kind {kind!r} (params.yaml `gates.{kind}`)")
         verdicts[kind] = check(metrics.get(group, {}), gates[kind]).to_dict()
     passed = all(v["passed"] for v in verdicts.values())
-    return {"passed": passed, "metrics": _jsonable(metrics), "gates": verdicts}
+    # ROC, loss histograms and per-class bars (numbers only, no forget-set pixels) beside the candidate
+    full = store.splits(forget_ids)
+    reports = report_pngs(candidate, full, Path(candidate_dir) / "report", original=champion,
+                          class_names=store.classes, forget_classes=classes)
+    return {"passed": passed, "metrics": _jsonable(metrics), "gates": verdicts,
+            "reports": {k: str(v) for k, v in reports.items()}}

@@ -1,0 +1,61 @@
+"""The `unlearn` command line: submit/list requests, audit verification, status."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.flows.conftest import MODEL, PARAMS
+from unlearn_ops.data.sources import load_digits
+from unlearn_ops.data.store import build_store
+
+runner = CliRunner()
+
+
+def make_root(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    build_store(load_digits(), tmp_path / "data" / "store" / "digits", max_subject_size=10)
+    return tmp_path
+
+
+def test_submit_accepts_and_rejects_with_exit_codes(tmp_path, monkeypatch):
+    root = make_root(tmp_path)
+    monkeypatch.setattr("tasks.registry.is_registered", lambda name: name == MODEL)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"request_id": "cli-1", "model": MODEL, "kind": "class", "class_label": 2}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: digits-classifier\nkind: subject\nsubject_id: subj-99999\n")
+
+    ok = runner.invoke(app, ["request", "submit", str(good), "--root", str(root)])
+    assert ok.exit_code == 0, ok.output
+    assert "accepted cli-1" in ok.output
+
+    rejected = runner.invoke(app, ["request", "submit", str(bad), "--root", str(root)])
+    assert rejected.exit_code == 1
+    assert "unknown data subject" in rejected.output
+    assert bad.exists()  # the user's file stays; a copy is quarantined with its reason
+    reasons = list((root / "data" / "requests" / "quarantine").glob("*.reason.txt"))
+    assert len(reasons) == 1 and "unknown data subject" in reasons[0].read_text()
+
+    listed = runner.invoke(app, ["request", "list", "--json", "--root", str(root)])
+    rows = json.loads(listed.output)
+    assert {r["state"] for r in rows} == {"validated", "rejected"}
+    only = runner.invoke(app, ["request", "list", "--state", "rejected", "--root", str(root)])
+    assert "unknown data subject" in only.output and "cli-1" not in only.output
+    wrong = runner.invoke(app, ["request", "list", "--state", "nonsense", "--root", str(root)])
+    assert wrong.exit_code != 0
+
+
+def test_audit_verify_on_an_empty_log_and_show_missing(tmp_path):
+    ok = runner.invoke(app, ["audit", "verify", "--root", str(tmp_path)])
+    assert ok.exit_code == 0 and "0 certificates" in ok.output
+    missing = runner.invoke(app, ["audit", "show", "batch-x", "--root", str(tmp_path)])
+    assert missing.exit_code == 1
+
+
+def test_status_without_models(mlflow_tmp):
+    out = runner.invoke(app, ["status"])
+    assert out.exit_code == 0 and "no registered models" in out.output
