@@ -166,18 +166,22 @@ def demo(root: Optional[Path] = ROOT) -> None:
     from tasks.workspace import Workspace
 
     ws = Workspace.at(root)
-    examples = sorted((ws.root / "examples" / "requests").glob("*.json"))
-    ws.inbox.mkdir(parents=True, exist_ok=True)
-    for f in examples:
-        shutil.copy2(f, ws.inbox / f.name)
-    typer.echo(f"dropped {len(examples)} example requests into {ws.inbox.relative_to(ws.root)}/; running a batch …")
     status(as_json=False)
-    result = deletion_batch(root=str(ws.root))
+    # Two waves, as they would arrive on two days: item deletions (and a malformed request) first,
+    # then a class deletion — each batch uses the method chain its request kinds ask for.
+    for wave in sorted(p for p in (ws.root / "examples" / "requests").iterdir() if p.is_dir()):
+        examples = sorted(wave.glob("*.json"))
+        ws.inbox.mkdir(parents=True, exist_ok=True)
+        for f in examples:
+            shutil.copy2(f, ws.inbox / f.name)
+        typer.echo(f"\n=== {wave.name}: dropped {', '.join(f.name for f in examples)} into "
+                   f"{ws.inbox.relative_to(ws.root)}/; running deletion_batch …")
+        result = deletion_batch(root=str(ws.root))
+        if result.get("certificate"):
+            typer.echo(f"certificate: {result['certificate']['markdown']}")
     typer.echo("")
     status(as_json=False)
     audit_verify(root)
-    if result.get("certificate"):
-        typer.echo(f"certificate: {result['certificate']['markdown']}")
 
 
 if __name__ == "__main__":
