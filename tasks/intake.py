@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import yaml
 from prefect import task
 
 from tasks.validation import run_suite
@@ -33,14 +34,27 @@ class Checked:
     sample_ids: tuple[str, ...] = ()
 
 
+def _claimed_id(document: str | dict) -> str | None:
+    """The request_id a rejected document claims, if readable (kept as `invalid-<id>`, so the
+    sender can find it; never the live ID, which a corrected resubmission may use)."""
+    data = document
+    if isinstance(document, str):
+        try:
+            data = yaml.safe_load(document)
+        except yaml.YAMLError:
+            return None
+    rid = data.get("request_id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
+
+
 def record(ledger: Ledger, document: str | dict, source: str) -> tuple[Entry, DeletionRequest | None]:
     """Parse and store a document as `received` (or `rejected` when it does not parse)."""
     text = document if isinstance(document, str) else json.dumps(document, default=str)
     try:
         req = parse_request(document)
     except RequestError as e:
-        rid = document.get("request_id") if isinstance(document, dict) and isinstance(document.get("request_id"), str) else None
-        entry = ledger.receive(None if not rid or len(rid) > 64 else f"invalid-{rid}", text, source)
+        rid = _claimed_id(document)
+        entry = ledger.receive(f"invalid-{rid}" if rid else None, text, source)
         return ledger.transition(entry.ledger_id, "rejected", str(e)), None
     entry = ledger.receive(req.request_id, json.dumps(req.to_json()), source, model=req.model, kind=req.kind,
                            received_at=req.received_at.isoformat())
