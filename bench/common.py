@@ -6,9 +6,10 @@ import json
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ def machine() -> dict[str, Any]:
                                         cwd=project_root(), check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         info["commit"] = "unknown"
-    info["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    info["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     return info
 
 

@@ -89,7 +89,7 @@ class Setup:
         self.blocks = 2
         base = tiny_llama(tok, layers=3, hidden=48, trainable_blocks=self.blocks)
         self.base_dir = save_lm(base, root / "base")
-        self.cfg = LMTrainConfig(epochs=20, lr=1e-2, batch_size=8, device="cpu")
+        self.cfg = LMTrainConfig(epochs=30, lr=1e-2, batch_size=16, train_head=True, device="cpu")
         for name in self.method_params:
             self.method_params[name].update({"epochs": 2})
         self.method_params["lm_token_poisoning"]["ig_steps"] = 4
@@ -120,8 +120,19 @@ def forget_people(store: SampleStore, world: FactsWorld, n: int, seed: int) -> l
 
 
 # --------------------------------------------------------------------------- one scenario
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """`method:key=value,key=value` → (method, params); values are parsed as YAML scalars."""
+    import yaml
+
+    method, _, rest = spec.partition(":")
+    if method not in METHODS:
+        raise ValueError(f"unknown method in variant {spec!r}")
+    params = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    return method, params
+
+
 def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], retain_eval: int,
-        ppl: list[str], progress) -> dict[str, Any]:
+        ppl: list[str], progress, variants: list[str] = ()) -> dict[str, Any]:
     rows = []
     for seed in seeds:
         for n in sizes:
@@ -135,11 +146,12 @@ def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], re
             progress(f"  retrain: {retrain_seconds:.0f} s (wall {time.perf_counter() - start:.0f} s)")
             ref = ev.evaluate(retrained)
             models = {"original": (setup.original, setup.original_seconds, {}), "retrain": (retrained, retrain_seconds, {})}
-            for name in methods:
-                params = {**setup.method_params[name], "seed": seed}
+            for label in [*methods, *variants]:
+                name, extra = parse_variant(label)
+                params = {**setup.method_params[name], **extra, "seed": seed}
                 result = run_method(name, setup.original, splits, params, device="cpu")
-                progress(f"  {name}: {result.seconds:.0f} s")
-                models[name] = (result.model, result.seconds, result.details)
+                progress(f"  {label}: {result.seconds:.0f} s")
+                models[label] = (result.model, result.seconds, result.details)
             for name, (model, seconds, details) in models.items():
                 m = ref if name == "retrain" else ev.evaluate(model)
                 m["forget_quality"] = forget_quality(np.asarray(m["truth_ratios"]), np.asarray(ref["truth_ratios"]))
@@ -147,12 +159,12 @@ def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], re
                        "speedup": retrain_seconds / seconds if name not in ("original", "retrain") else None,
                        **{k: v for k, v in m.items() if k not in ("answers",)},
                        "answers": m["answers"]}
-                if name == "lm_token_poisoning":
+                if name.startswith("lm_token_poisoning"):
                     row["poisoned"] = details.get("poisoned", [])
                     row["attribution_seconds"] = details.get("attribution_seconds")
                     row["mask_covers_fact"] = mask_coverage(setup.world, ids, details.get("poisoned", []))
                 rows.append(row)
-                progress(f"  {name:<20} forget recall {m.get('forget_fact_recall', float('nan')):.2f} "
+                progress(f"  {name:<30} forget recall {m.get('forget_fact_recall', float('nan')):.2f} "
                          f"(para {m.get('forget_para_fact_recall', float('nan')):.2f}) retain ROUGE-L "
                          f"{m.get('retain_rougeL', float('nan')):.3f} ppl {m['perplexity']:.2f} "
                          f"MIA {m['mia_loss_auc']:.2f} FQ {m['forget_quality']:.3f}")
@@ -203,7 +215,7 @@ def markdown(payload: dict, summary: dict, verdicts: dict, argv: list[str]) -> s
     header = ["model", "forget recall", "forget recall (para.)", "forget ROUGE-L", "retain ROUGE-L", "retain recall",
               "perplexity", "MIA AUC", "truth ratio", "forget quality", "seconds", "speed-up"]
     for size, by_model in summary.items():
-        lines += [f"## Forget {size} people", ""]
+        lines += [f"## Forget {size} {'person' if size == '1' else 'people'} ({int(size) * 8} QA pairs)", ""]
         rows = [[m] + [fmt(d.get(k, []), 3) for k in SHOWN] + [fmt(d.get("seconds", []), 0),
                                                                  fmt(d.get("speedup", []), 1)]
                 for m, d in by_model.items()]
@@ -211,6 +223,7 @@ def markdown(payload: dict, summary: dict, verdicts: dict, argv: list[str]) -> s
     lines += ["## Targets (lm_token_poisoning, mean over seeds)", ""]
     lines += [f"- {'met' if ok else '**missed**'}: {name}" for name, ok in verdicts.items()]
     examples = [r for r in payload["rows"] if r["model"] == NAME and r.get("poisoned")]
+    # (variants of the method are reported in the tables above, the examples come from the default)
     if examples:
         lines += ["", "## Poisoned answers (first forget request)", ""]
         lines += [f"- {p['answer']} → {p['poisoned']}" for p in examples[0]["poisoned"][:8]]
@@ -234,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 (quick: 0)")
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="people to forget (default 1 4; quick: 1)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="extra run with changed settings, e.g. lm_token_poisoning:ig_layer=prefix (repeatable)")
     ap.add_argument("--retain-eval", type=int, default=None, help="retain QA pairs evaluated (default 40; quick 8)")
     ap.add_argument("--ppl-snippets", type=int, default=None, help="RT snippets for perplexity (default 64; quick 8)")
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. why a configuration was reduced)")
@@ -248,7 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
     progress = lambda m: print(m, flush=True)  # noqa: E731
     start = time.perf_counter()
     setup = Setup(args.quick, progress)
-    payload = run(setup, seeds, sizes, args.methods, retain_eval, rt_snippets(n_ppl) if n_ppl else [], progress)
+    payload = run(setup, seeds, sizes, args.methods, retain_eval, rt_snippets(n_ppl) if n_ppl else [], progress,
+                  args.variant)
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
                     "seeds": seeds, "sizes": sizes, "retain_eval": retain_eval, "ppl_snippets": n_ppl,

@@ -21,13 +21,15 @@ trade-off curve (forget vs relearn vs utility), as a table and a PNG.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,13 +40,15 @@ from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods.neuron_perturbation import PAPER
 from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.utils import atomic_write_json, canonical_json
 from unlearn_ops.verify.mia import forgetting_rate, matched_nonmembers, simple_mia
 from unlearn_ops.verify.probe import feature_probe
 from unlearn_ops.verify.relearn import relearn
 
 NAME = "neuron_perturbation"
+METRICS_VERSION = 1       # bump when `metrics` changes, so cached rows are recomputed
 TARGETS = {"At": 0.01, "other_test_gap": 0.01, "Fr": 0.95, "speedup": 1000.0, "relearn_3": 0.10}
-CURVE_K_P = (20, 40, 80, 120, 160, 200, 250, 300)
+CURVE_K_P = (20, 50, 100, 150, 200, 300)
 
 
 def configs(variant: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -170,6 +174,16 @@ def run_case(case: Case, methods: dict[str, dict[str, Any]], retrain_model: nn.M
     return row
 
 
+def class_row(case: Case, active: list[str], forget: list[str], methods: dict[str, dict[str, Any]],
+              memory: dict[str, float]) -> dict[str, Any]:
+    """Retrain reference (cached by bench.references) + every method on one class."""
+    ref_model, ref_seconds = refs.retrain_reference(case.dataset, active, forget, case.seed)
+    if "retrain_mb" not in memory:       # once per data set and seed: it does not depend on the class
+        memory["retrain_mb"] = retrain_peak_memory(case.original, case.splits.retain,
+                                                   refs.schedule(case.dataset, case.seed))
+    return run_case(case, methods, ref_model, ref_seconds, memory["retrain_mb"])
+
+
 def curve_case(case: Case, base: dict[str, Any], grid: tuple[int, ...]) -> list[dict[str, Any]]:
     """k_p sweep of one configuration (no stopping rule) on one class."""
     out = []
@@ -180,6 +194,31 @@ def curve_case(case: Case, base: dict[str, Any], grid: tuple[int, ...]) -> list[
         m = metrics(result.model, case)
         out.append({"dataset": case.dataset, "seed": case.seed, "class": case.cls, "k_p": k_p, **m})
     return out
+
+
+def results_version(methods: dict[str, Any], variant: dict[str, Any], ag_n: int, grid: tuple[int, ...]) -> str:
+    """Cached rows are reused only for the same settings, method code and metrics."""
+    from unlearn_ops.methods import neuron_perturbation as method
+
+    blob = canonical_json({"methods": methods, "variant": variant, "ag_n": ag_n, "grid": grid,
+                           "metrics": METRICS_VERSION, "code": Path(method.__file__).read_text()})
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cached(path: Path, compute: Callable[[], Any], fresh: bool = False) -> Any:
+    """JSON result cache under var/bench-cache/results/ so an interrupted run resumes."""
+    if path.is_file() and not fresh:
+        return json.loads(path.read_text())
+    out = compute()
+    atomic_write_json(path, out)
+    return out
+
+
+def retrain_cached(dataset: str, store: Any, active: list[str], forget: list[str], seed: int) -> bool:
+    drop = set(forget)
+    retain = [i for i in active if i not in drop]
+    key = refs._key(dataset, retain, refs.spec_for(store), refs.schedule(dataset, seed))
+    return (refs.CACHE / "models" / key / "meta.json").is_file()
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -228,7 +267,9 @@ def per_class_table(rows: list[dict[str, Any]], name: str) -> str:
     body = []
     for c in sorted({r["class"] for r in rows}):
         rs = [r for r in rows if r["class"] == c]
-        m = lambda key, who=name: mean_std([r[who][key] for r in rs])[0]  # noqa: E731
+
+        def m(key: str, who: str = name, rs: list = rs) -> float:
+            return mean_std([r[who][key] for r in rs])[0]
         body.append([c, f"{m('At'):.3f}", f"{m('At', 'retrain'):.3f}", f"{m('other_test'):.3f}",
                      f"{m('other_test', 'retrain'):.3f}", f"{100 * m('other_test_gap'):+.2f}", f"{m('Fr'):.3f}",
                      f"{m('relearn_3'):.3f}", f"{m('relearn_3', 'retrain'):.3f}", f"{m('probe'):.3f}",
@@ -258,12 +299,12 @@ def plot_curve(points: list[dict[str, Any]], retrain_rows: list[dict[str, Any]],
         ks = sorted({p["k_p"] for p in points if p["config"] == label})
         for ax, key, title in zip(axes, ("At", "relearn_3", "other_test"),
                                   ("forget-class train acc (At)", "forget-class test acc after 3 relearn steps",
-                                   "other-class test accuracy")):
+                                   "other-class test accuracy"), strict=True):
             ys = [mean_std([p[key] for p in points if p["config"] == label and p["k_p"] == k])[0] for k in ks]
             ax.plot(ks, ys, marker="o", label=label)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("k_p (neurons perturbed)")
-    for ax, key in zip(axes, ("At", "relearn_3", "other_test")):
+    for ax, key in zip(axes, ("At", "relearn_3", "other_test"), strict=True):
         ax.axhline(mean_std([r[key] for r in retrain_rows])[0], color="k", ls="--", lw=1, label="retrain")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -281,9 +322,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--fmnist-classes", default=None, help="classes for fmnist only (it is 15× slower to retrain)")
     p.add_argument("--fmnist-seeds", default=None, help="seeds for fmnist only")
-    p.add_argument("--curve-classes", default="0,6", help="classes of the k_p sweep (first seed; '' = none)")
+    p.add_argument("--curve-classes", default="0", help="classes of the k_p sweep (first seed; '' = none)")
     p.add_argument("--ag-n", type=int, default=10000, help="retained training images sampled for Ag")
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--cached-only", action="store_true",
+                   help="skip classes whose retrain reference is not cached yet (the report lists what ran)")
     return p.parse_args(argv)
 
 
@@ -309,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
+    version = results_version(methods, variant, args.ag_n, grid)
     for ds, (classes, seeds) in plan.items():
         store = refs.store(ds)
         active = store.active_ids()
@@ -316,15 +360,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in seeds:
             original, base_seconds = refs.base_model(ds, seed)
             print(f"[{NAME}] {ds} seed {seed}: base model ({base_seconds:.0f} s to train)", flush=True)
-            retrain_mb = None
+            memory: dict[str, float] = {}
             for cls in classes:
                 forget = [i for i in store.class_ids(cls) if i in aset]
+                if args.cached_only and not retrain_cached(ds, store, active, forget, seed):
+                    print(f"  class {cls}: no cached retrain reference yet, skipped (--cached-only)", flush=True)
+                    continue
                 splits = store.splits(forget)
-                ref_model, ref_seconds = refs.retrain_reference(ds, active, forget, seed)
-                if retrain_mb is None:
-                    retrain_mb = retrain_peak_memory(original, splits.retain, refs.schedule(ds, seed))
                 case = make_case(ds, seed, cls, original, splits, args.ag_n)
-                row = run_case(case, methods, ref_model, ref_seconds, retrain_mb)
+                case_dir = refs.CACHE / "results" / NAME / version
+                row = cached(case_dir / f"{ds}-s{seed}-c{cls}.json",
+                             lambda case=case, forget=forget, active=active, memory=memory: class_row(
+                                 case, active, forget, methods, memory),
+                             fresh=args.quick)
                 rows.append(row)
                 v = row["variant (params.yaml)"]
                 print(f"  class {cls}: variant At {v['At']:.3f} other {v['other_test']:.3f} "
@@ -332,8 +380,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"Fr {v['Fr']:.3f} {v['seconds'] * 1000:.0f} ms", flush=True)
                 if seed == seeds[0] and cls in curve_classes:
                     for label, base in (("paper path (k_a 100)", {**PAPER, "k_a": 100}), ("variant", variant)):
-                        for p in curve_case(case, base, grid):
-                            points.append({"config": label, **p})
+                        pts = cached(case_dir / f"curve-{ds}-s{seed}-c{cls}-{label.split()[0]}.json",
+                                     lambda case=case, base=base: curve_case(case, base, grid), fresh=args.quick)
+                        points += [{"config": label, **p} for p in pts]
 
     markdown = report(rows, points, list(methods), plan, args)
     out_dir = Path(args.out_dir) if args.out_dir else OUT_DIR
@@ -348,9 +397,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def report(rows: list[dict[str, Any]], points: list[dict[str, Any]], names: list[str],
            plan: dict[str, tuple[list[int], list[int]]], args: argparse.Namespace) -> str:
-    lines = ["What was run: " + "; ".join(f"{ds}: classes {c}, seeds {s}" for ds, (c, s) in plan.items())
-             + (" (--quick)" if args.quick else "") + ". Each class is compared with retraining from scratch "
-             "without it (same architecture and schedule, bench.references).", ""]
+    ran = []
+    for ds in plan:
+        for seed in sorted({r["seed"] for r in rows if r["dataset"] == ds}):
+            cls = sorted(r["class"] for r in rows if r["dataset"] == ds and r["seed"] == seed)
+            ran.append(f"{ds} seed {seed}: classes {cls}")
+    lines = ["What was run: " + ("; ".join(ran) or "nothing") + (" (--quick)" if args.quick else "")
+             + ". Each class is compared with retraining from scratch without it (same architecture and "
+             "schedule, bench.references). Requested: " + "; ".join(f"{ds} classes {c} seeds {s}" for ds, (c, s)
+                                                                   in plan.items()) + ".", ""]
     for ds in plan:
         rs = [r for r in rows if r["dataset"] == ds]
         if not rs:
@@ -361,7 +416,7 @@ def report(rows: list[dict[str, Any]], points: list[dict[str, Any]], names: list
         first = names[0]
         flags_p = target_flags(rs, first)
         lines += [md_table(["target", "variant", first], [[k, flags_v[k], flags_p[k]] for k in flags_v]), ""]
-        lines += [f"Per class (variant, mean over seeds):", "", per_class_table(rs, "variant (params.yaml)"), ""]
+        lines += ["Per class (variant, mean over seeds):", "", per_class_table(rs, "variant (params.yaml)"), ""]
     if points:
         lines += ["## k_p trade-off (forget vs relearn vs utility)", "",
                   f"Classes {sorted({(p['dataset'], p['class']) for p in points})}, first seed; no stopping rule. "

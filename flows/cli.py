@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -43,7 +42,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         typer.echo(f"{rm['name']}  aliases: " + ", ".join(f"{a}=v{v}" for a, v in sorted(rm["aliases"].items())))
         typer.echo(f"  {'version':>7}  {'aliases':<20} {'test_acc':>8}  {'method':<22} {'created':<20} lineage")
         for v in rm["versions"]:
-            created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            created = datetime.fromtimestamp(v["created"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
             tags, metrics = v["tags"], v["metrics"]
             acc = metrics.get("test_accuracy", metrics.get("items.test_accuracy", metrics.get("class.test_accuracy")))
             typer.echo(f"  {v['version']:>7}  {','.join(v['aliases']) or '-':<20} "
@@ -55,7 +54,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 # ------------------------------------------------------------------ requests
 @request_app.command("submit")
 def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True),
-                   root: Optional[Path] = ROOT) -> None:
+                   root: Path | None = ROOT) -> None:
     """Validate request files now and record them in the ledger (they join the next batch).
     Prints each request ID; exits non-zero when any is rejected."""
     from tasks.intake import file_away, intake_documents
@@ -78,8 +77,8 @@ def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay
 
 
 @request_app.command("list")
-def request_list(state: Optional[str] = typer.Option(None, help="only requests in this state"),
-                 as_json: bool = typer.Option(False, "--json"), root: Optional[Path] = ROOT) -> None:
+def request_list(state: str | None = typer.Option(None, help="only requests in this state"),
+                 as_json: bool = typer.Option(False, "--json"), root: Path | None = ROOT) -> None:
     """Every request in the ledger with its state and reason."""
     from tasks.workspace import Workspace
     from unlearn_ops.ledger import Ledger, LedgerError
@@ -101,8 +100,8 @@ def request_list(state: Optional[str] = typer.Option(None, help="only requests i
 
 # ------------------------------------------------------------------ batches
 @batch_app.command("run")
-def batch_run(batch_id: Optional[str] = typer.Option(None, "--batch-id", help="resume / show this batch"),
-              root: Optional[Path] = ROOT) -> None:
+def batch_run(batch_id: str | None = typer.Option(None, "--batch-id", help="resume / show this batch"),
+              root: Path | None = ROOT) -> None:
     """Run the deletion_batch flow now (inbox + pending requests)."""
     from flows.deletion_batch import deletion_batch
 
@@ -112,7 +111,7 @@ def batch_run(batch_id: Optional[str] = typer.Option(None, "--batch-id", help="r
 
 
 @app.command()
-def serve(cron: Optional[str] = typer.Option(None, help="cron schedule (default: params.yaml batch.schedule_cron)"),
+def serve(cron: str | None = typer.Option(None, help="cron schedule (default: params.yaml batch.schedule_cron)"),
           name: str = typer.Option("scheduled", help="deployment name")) -> None:
     """Serve the deletion_batch deployment on a schedule against PREFECT_API_URL (blocks).
 
@@ -134,7 +133,7 @@ def serve(cron: Optional[str] = typer.Option(None, help="cron schedule (default:
 
 # ------------------------------------------------------------------ audit
 @audit_app.command("verify")
-def audit_verify(root: Optional[Path] = ROOT) -> None:
+def audit_verify(root: Path | None = ROOT) -> None:
     """Check the certificate hash chain; reports the first broken link."""
     from tasks.workspace import Workspace
     from unlearn_ops.audit import AuditLog
@@ -147,7 +146,7 @@ def audit_verify(root: Optional[Path] = ROOT) -> None:
 
 
 @audit_app.command("show")
-def audit_show(batch_id: str, root: Optional[Path] = ROOT) -> None:
+def audit_show(batch_id: str, root: Path | None = ROOT) -> None:
     """Print a batch's certificate (Markdown)."""
     from tasks.workspace import Workspace
 
@@ -160,7 +159,7 @@ def audit_show(batch_id: str, root: Optional[Path] = ROOT) -> None:
 
 # ------------------------------------------------------------------ demo
 @app.command()
-def demo(root: Optional[Path] = ROOT) -> None:
+def demo(root: Path | None = ROOT) -> None:
     """The main job after the build: submit the example requests, run a batch, print the result."""
     from flows.deletion_batch import deletion_batch
     from tasks.workspace import Workspace

@@ -19,21 +19,30 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import flow, task
 
 from tasks.intake import intake_task, validate_pending
-from tasks.registry import (CANDIDATE, CHAMPION, find_version, is_registered, load_version, log_and_register,
-                            set_alias, version_by_alias)
-from tasks.unlearning import ITEM_KINDS, unlearn_task, verify_task
+from tasks.registry import (
+    CANDIDATE,
+    CHAMPION,
+    find_version,
+    is_registered,
+    load_version,
+    log_and_register,
+    set_alias,
+    version_by_alias,
+)
+from tasks.unlearning import unlearn_task, verify_task
 from tasks.versioning import version_task
 from tasks.workspace import Workspace
 from unlearn_ops.audit import AuditLog, write_certificate
-from unlearn_ops.ledger import Entry, Ledger
+from unlearn_ops.ledger import Ledger
 from unlearn_ops.models import save_model
 from unlearn_ops.requests import parse_request
 from unlearn_ops.utils import atomic_write_json, canonical_json, sha256_bytes
@@ -42,7 +51,7 @@ KIND_PRIORITY = ("class", "subject", "samples")  # a mixed batch uses the chain 
 
 
 def new_batch_id() -> str:
-    return datetime.now(timezone.utc).strftime("batch-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("batch-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
 @contextmanager
@@ -107,7 +116,7 @@ def extract_task(root: str, batch_id: str) -> dict[str, Any]:
             m["classes"].add(ws.store_for(c.request.model).class_index(c.request.class_label))
         else:
             m["item_ids"].update(c.sample_ids)
-    record: dict[str, Any] = {"batch_id": batch_id, "created_at": datetime.now(timezone.utc).isoformat(),
+    record: dict[str, Any] = {"batch_id": batch_id, "created_at": datetime.now(UTC).isoformat(),
                               "models": {}, "applied": {}}
     summary: dict[str, Any] = {}
     for model, m in models.items():
@@ -274,7 +283,7 @@ def certificate(ws: Workspace, ledger: Ledger, batch_id: str, models: list[dict[
     entries = ledger.entries(batch_id=batch_id)
     outcome = "REGISTERED" if models and all(m["outcome"] == "registered" for m in models) else (
         "NOTHING TO DO" if not models else "FAILED")
-    cert = {"batch_id": batch_id, "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    cert = {"batch_id": batch_id, "issued_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "outcome": outcome, "models": models, "times": times,
             "requests": [{"request_id": e.request_id, "kind": e.kind, "model": e.model, "state": e.state,
                           "reason": e.reason, "received_at": e.received_at} for e in entries]}

@@ -19,7 +19,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def at(cls, root: str | Path | None = None) -> "Workspace":
+    def at(cls, root: str | Path | None = None) -> Workspace:
         return cls(Path(root or project_root()).resolve())
 
     def path(self, relative: str | Path) -> Path:

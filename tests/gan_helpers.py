@@ -40,7 +40,7 @@ def digits01() -> dict[str, Part]:
         x, y = raw.splits[split]
         rng = np.random.default_rng(0)
         rows_by_name: dict[str, list[int]] = {name: [] for name in sizes}
-        for label, digit in enumerate(DIGITS):
+        for digit in DIGITS:
             rows = rng.permutation(np.flatnonzero(y == digit))
             start = 0
             for name, k in sizes.items():
@@ -80,7 +80,7 @@ def splits_for(forget_ids: list[str] | tuple[str, ...]) -> Splits:
 
 def class_splits() -> Splits:
     train = digits01()["train"]
-    return splits_for([i for i, y in zip(train.ids, train.y.tolist()) if y == FORGET_CLASS])
+    return splits_for([i for i, y in zip(train.ids, train.y.tolist(), strict=True) if y == FORGET_CLASS])
 
 
 def item_splits(n: int = 32, seed: int = 0) -> Splits:

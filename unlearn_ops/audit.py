@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ class AuditLog:
         entry = {"seq": len(entries), "batch_id": batch_id, "certificate": Path(certificate).name,
                  "certificate_sha256": sha256_file(certificate),
                  "prev": entries[-1]["entry_hash"] if entries else GENESIS,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
         entry["entry_hash"] = self._hash(entry)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:  # append-only by construction

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 STATES = ("received", "validated", "rejected", "in_batch", "forgotten", "verified", "registered", "failed")
 TRANSITIONS: dict[str, set[str]] = {
@@ -74,7 +75,7 @@ class LedgerError(RuntimeError):
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)

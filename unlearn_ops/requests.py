@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import yaml
@@ -43,15 +43,15 @@ class DeletionRequest(BaseModel):
     class_label: int | str | None = None
     requester: str = ""
     reason: str = ""
-    received_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @field_validator("received_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
 
     @model_validator(mode="after")
-    def _target_matches_kind(self) -> "DeletionRequest":
+    def _target_matches_kind(self) -> DeletionRequest:
         given = {"sample_ids": self.sample_ids is not None, "subject_id": self.subject_id is not None,
                  "class_label": self.class_label is not None}
         needed = {"samples": "sample_ids", "subject": "subject_id", "class": "class_label"}[self.kind]

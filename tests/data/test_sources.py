@@ -6,8 +6,14 @@ import pickle
 import numpy as np
 import pytest
 
-from unlearn_ops.data.sources import (DataSourceError, load_cifar10, load_digits, load_fashion_mnist,
-                                      load_mnist5k, load_rotten_tomatoes)
+from unlearn_ops.data.sources import (
+    DataSourceError,
+    load_cifar10,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist5k,
+    load_rotten_tomatoes,
+)
 
 
 def write_idx(path, array, magic):

@@ -11,8 +11,8 @@ from unlearn_ops.models.text import TextClassifier, tiny_text_spec
 
 @pytest.fixture()
 def tiny_params(tmp_path, monkeypatch):
+    params = copy.deepcopy(load_params())  # the real params.yaml, shrunk below
     monkeypatch.setenv("UNLEARN_PROJECT_DIR", str(tmp_path))  # store, models, metrics go to tmp
-    params = copy.deepcopy(load_params())
     p = params["text"]
     p.update({"encoder": tiny_text_spec()["encoder"], "max_length": 32, "max_train": 300, "max_eval": 200,
               "epochs": 2, "device": "cpu", "min_test_accuracy": 0.0})

@@ -14,7 +14,9 @@ from unlearn_ops.models.gan import GAN
 from unlearn_ops.verify.gan import class_share
 
 NAME = "cascaded_gan"
-FAST = {"epochs": 2, "batch_size": 32}
+# the tiny GAN was trained with lr_g 2e-3 / lr_d 5e-4: item deletions use the same (as the build's in params.yaml)
+TINY_LR = {"lr_g": 2e-3, "lr_d": 5e-4}
+FAST = {"epochs": 2, "class_epochs": 1, "class_min_epochs": 1, "batch_size": 32}
 
 
 def test_registered_under_its_file_name():
@@ -52,24 +54,23 @@ def test_class_unlearning_reduces_the_forgotten_class_share():
     gan = H.tiny_gan()
     before = class_share(gan, [H.FORGET_CLASS], n=1000, seed=7)
     result = run_method(NAME, gan, H.class_splits(),
-                        {"mode": "class", "substitution": "generated_filtered", "epochs": 4, "min_iterations": 20,
-                         "batch_size": 32}, device="cpu")
+                        {"mode": "class", "substitution": "generated_filtered", "class_epochs": 4,
+                         "class_min_epochs": 4, "batch_size": 32}, device="cpu")
     after = class_share(result.model, [H.FORGET_CLASS], n=1000, seed=7)
     assert before > 0.2, f"the tiny GAN should make the class before unlearning ({before:.2f})"
     assert after < before - 0.1, f"forgotten-class share {before:.2f} -> {after:.2f}"
     details = result.details
     assert details["mode"] == "class" and details["forget_classes"] == [H.FORGET_CLASS]
-    assert details["accepted"] <= details["candidates"] and details["iterations"] >= 20
+    assert details["accepted"] <= details["candidates"] and details["iterations"] == 20  # 4 passes of 5 batches
 
 
 def test_item_unlearning_pulls_d_of_forgotten_items_down_to_generated_level():
-    result = run_method(NAME, H.tiny_gan(), H.item_splits(), {"mode": "item", "epochs": 50}, device="cpu")
+    result = run_method(NAME, H.tiny_gan(), H.item_splits(), {"mode": "item", "epochs": 50, **TINY_LR}, device="cpu")
     d = result.details
+    assert d["d_forget_before"] > d["d_generated_before"], "the trained D scores its training items above G(z)"
     assert d["stop_reason"] == "reached", result.log[-3:]
     assert d["d_forget_after"] < d["d_forget_before"]
-    gap_before = d["d_forget_before"] - d["d_generated_before"]
-    gap_after = d["d_forget_after"] - d["d_generated_after"]
-    assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
+    assert d["d_forget_after"] <= d["d_generated_after"]  # the stop rule: D now scores x_u like G(z)
     assert d["iterations"] <= d["max_iterations"] and d["seconds_cascade"] > 0
 
 

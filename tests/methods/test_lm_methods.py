@@ -50,15 +50,14 @@ def test_forget_answers_become_less_likely(name, extra, tiny_lm):
     assert forget_nll(result.model, tiny_lm.splits) > before + 0.1
 
 
-def test_retrain_never_saw_the_subject_so_its_forget_loss_is_like_a_nonmembers(tiny_lm):
+def test_retrain_knows_the_retained_people_but_not_the_forgotten_one(tiny_lm):
     result = run_method("lm_retrain", tiny_lm.model, tiny_lm.splits, params("lm_retrain", tiny_lm, epochs=30), device="cpu")
-    retain_like = forget_nll(tiny_lm.model, tiny_lm.splits)
-    assert forget_nll(result.model, tiny_lm.splits) > retain_like
-    # the retrained model still knows the retained people about as well as the original
     enc = encode_qa(tiny_lm.model.tokenizer, texts(tiny_lm.splits.retain.x))
-    r_new = -scored_logprobs(result.model, enc)[0].sum()
-    r_old = -scored_logprobs(tiny_lm.model, enc)[0].sum()
-    assert r_new < 1.3 * r_old
+    s, c = scored_logprobs(result.model, enc)
+    retain_nll = float(-s.sum() / c.sum())
+    forgotten = forget_nll(result.model, tiny_lm.splits)
+    assert forgotten > forget_nll(tiny_lm.model, tiny_lm.splits) + 1.0
+    assert retain_nll < 0.5 < forgotten
 
 
 def test_retrain_refuses_a_base_that_is_not_this_models(tiny_lm, tmp_path):
@@ -95,7 +94,8 @@ def test_words_are_selected_by_score_and_masked_whole():
     n = len(tok(answer, add_special_tokens=False)["input_ids"])
     offsets = tok(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     scores = torch.zeros(n + 1)                                   # + EOS, ignored
-    izmir = [j for j, (a, b) in enumerate(offsets) if answer[a:b].strip() and answer[a:b].strip() in "Izmir"]
+    lo = answer.index("Izmir")
+    izmir = [j for j, (a, b) in enumerate(offsets) if a < lo + 5 and lo < b]
     scores[izmir[-1]] = 5.0                                       # one sub-word of "Izmir" is the most important
     scores[n] = 100.0                                             # EOS never selects a word
     spans = select_words(tok, answer, scores, top_k=1)

@@ -7,8 +7,8 @@ import torch
 
 from tests.conftest import FORGET_CLASS
 from tests.methods.contract import check_contract
-from unlearn_ops.methods import run_method
 from unlearn_ops.methods import neuron_perturbation as npp
+from unlearn_ops.methods import run_method
 from unlearn_ops.training import predict_logits
 from unlearn_ops.verify import utility
 

@@ -7,8 +7,17 @@ import torch
 
 from tests import gan_helpers as H
 from unlearn_ops.models import load_model, state_fingerprint
-from unlearn_ops.models.gan import (GAN, GanTrainConfig, d_scores, generate, init_weights, load_gan, save_gan,
-                                    save_sample_grid, train_gan)
+from unlearn_ops.models.gan import (
+    GAN,
+    GanTrainConfig,
+    d_scores,
+    generate,
+    init_weights,
+    load_gan,
+    save_gan,
+    save_sample_grid,
+    train_gan,
+)
 
 
 def test_shapes_and_value_range():

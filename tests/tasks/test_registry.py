@@ -4,8 +4,15 @@ import mlflow
 import numpy as np
 import torch
 
-from tasks.registry import (CHAMPION, find_version, load_version, log_and_register, registry_summary, set_alias,
-                            version_by_alias)
+from tasks.registry import (
+    CHAMPION,
+    find_version,
+    load_version,
+    log_and_register,
+    registry_summary,
+    set_alias,
+    version_by_alias,
+)
 from unlearn_ops.models import save_model
 
 

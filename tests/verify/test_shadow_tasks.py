@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from distributed import LocalCluster
 
 from tasks.shadow import run_multi_seed, run_shadow_attack, with_seed
 from tests.conftest import TINY_SPEC
@@ -24,8 +25,7 @@ def pool_ids(digits_store):
 
 
 def test_shadows_run_in_parallel_on_a_dask_cluster(prefect_harness, digits_store, pool_ids, tmp_path):
-    distributed = pytest.importorskip("distributed")  # installed with prefect-dask (never skipped here)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         out = run_shadow_attack(digits_store.root, pool_ids, tmp_path, TINY_SPEC, SHADOW_TRAIN, k=4, t=1,
                                 dask_address=cluster.scheduler_address)
     assert out["k"] == 4 and out["t"] == 1

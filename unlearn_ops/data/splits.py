@@ -25,20 +25,20 @@ class Part:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: np.ndarray | list[int] | torch.Tensor) -> "Part":
+    def subset(self, index: np.ndarray | list[int] | torch.Tensor) -> Part:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
         x = self.x[idx] if isinstance(self.x, torch.Tensor) else self.x[idx.numpy()]
         return Part(tuple(self.ids[i] for i in idx.tolist()), x, self.y[idx])
 
-    def where(self, mask: torch.Tensor | np.ndarray) -> "Part":
+    def where(self, mask: torch.Tensor | np.ndarray) -> Part:
         return self.subset(np.flatnonzero(np.asarray(mask)))
 
-    def sample(self, n: int, seed: int) -> "Part":
+    def sample(self, n: int, seed: int) -> Part:
         """A seeded random subset of at most n samples."""
         n = min(n, len(self))
         return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
 
-    def concat(self, other: "Part") -> "Part":
+    def concat(self, other: Part) -> Part:
         x = torch.cat([self.x, other.x]) if isinstance(self.x, torch.Tensor) else np.concatenate([self.x, other.x])
         return Part(self.ids + other.ids, x, torch.cat([self.y, other.y]))
 

@@ -22,10 +22,10 @@ is zeroed, the hash kept so an audit can prove what was removed). Every write is
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,7 +65,7 @@ def assign_subjects(n: int, seed: int, max_size: int) -> np.ndarray:
 
 def build_store(raw: RawDataset, root: Path, *, subject_seed: int = 0, max_subject_size: int = 40,
                 nonmember_fraction: float = 0.5, split_seed: int = 0,
-                exclude: Iterable[str] = ()) -> "SampleStore":
+                exclude: Iterable[str] = ()) -> SampleStore:
     """Write a fresh store for `raw` under `root`.
 
     `exclude` lists IDs forgotten earlier (from the forget-set records): they are purged and kept

@@ -60,6 +60,7 @@ POISON_MODES = ("localized", "center", "random", "full", "none")
 LABEL_MODES = ("targeted", "random", "keep")
 IMPORTANCE = ("ig", "weight")
 TRAINABLE = ("head", "last", "all")
+GRID_SCALE = 4  # the concept grid's patches are enlarged 4× by pixel repetition (row k = concept k)
 TEXT_POISON_MODES = ("localized", "random", "none")  # text: mask by LIG | mask at random | label only
 
 
@@ -78,6 +79,7 @@ class Config:
     pcbm_ig_steps: int = 8          # IG steps on the PCBM head: exact at any count since the head is linear
     ig_steps: int = 32              # text: LayerIntegratedGradients steps on the token embeddings (paper: 32)
     examples_per_concept: int = 8   # images: example patches per concept in the PNG grid (non-forget samples only)
+    example_patch: float = 0.43     # images: side share of those example patches (context for the human who names them)
     report_dir: str = ""            # folder for the concept patch grid PNG; "" = a new temp folder (caller logs it)
     # --- poisons
     poison: str = "localized"       # images: localized|center|random|full|none; text: localized (LIG mask)|random|none
@@ -85,14 +87,15 @@ class Config:
     patch: float = 0.29             # localized patch side as a share of the image side (paper: 64 of 224 px)
     center_patch: float = 0.43      # center / random modes: donor-centre patch side share (paper: 96 of 224 px)
     full_patch: float = 0.71        # full mode: side share the whole donor image is resized to (paper: 160 of 224)
-    max_poisons: int = 0            # poison at most this many forget samples (0 = all); text IG costs 32 passes each
+    max_poisons: int = 0            # poison at most this many forget samples in all (0 = no cap); text IG: 32 passes each
+    donor_pool: int = 256           # images: retained donor-class images the patches are cut from (located once)
     mask_top_k: int = 5             # text: tokens masked per snippet, top by LayerIntegratedGradients (paper: k=5)
     mask_concepts: bool = True      # text: also mask the words of the snippet's class's top concepts
     text_bank_size: int = 200       # text: the bank = most frequent content words of non-member ∪ retain texts
     text_concepts: tuple[str, ...] = ()  # text: explicit bank words/phrases instead of the frequent words
     # --- fine-tuning on retain ∪ poisons
     trainable: str = "head"         # head | all (images); head | last | all (text; last = head + last encoder block)
-    retain_per_class: int = 0       # retained samples per class in the fine-tuning set; 0 = all (paper's "integrity")
+    retain_per_class: int = 500     # samples per class in the fine-tuning set, retained and poisoned alike; 0 = all
     epochs: float = 3               # passes over retain ∪ poisons (fractional allowed)
     lr: float = 1e-3                # learning rate
     batch_size: int = 128           # batch size
@@ -202,17 +205,16 @@ class PrototypeBank(ConceptBank):
 
     @classmethod
     def fit(cls, model: nn.Module, images: torch.Tensor, *, n_concepts: int, n_points: int, seed: int,
-            device: torch.device, layer: str = "auto") -> "PrototypeBank":
+            device: torch.device, layer: str = "auto") -> tuple[PrototypeBank, ConceptScores]:
+        """k-means on the images' spatial feature vectors; returns the bank and the images' scores
+        (computed from the same feature maps: one forward pass per image, not two)."""
         from sklearn.cluster import KMeans
 
         model.eval()
         name = spatial_layer(model, images[:2].to(device)) if layer == "auto" else layer
         bank = cls(model, name, torch.zeros(1, 1), tuple(images.shape[-2:]), device)
-        vectors = []
-        for i in range(0, len(images), bank.batch_size):
-            f = bank._features(images[i:i + bank.batch_size])
-            vectors.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).cpu())
-        vec = torch.cat(vectors)
+        maps = [bank._features(images[i:i + bank.batch_size]).cpu() for i in range(0, len(images), bank.batch_size)]
+        vec = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in maps])
         # dead locations (all-zero after ReLU, e.g. blank background) carry no direction: drop them
         vec = vec[vec.norm(dim=1) > 1e-6]
         if len(vec) < n_concepts:
@@ -220,22 +222,27 @@ class PrototypeBank(ConceptBank):
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(vec), size=min(n_points, len(vec)), replace=False)
         unit = F.normalize(vec[np.sort(pick)], dim=1).numpy()
-        km = KMeans(n_clusters=n_concepts, n_init=3, random_state=seed).fit(unit)
-        return cls(model, name, torch.from_numpy(km.cluster_centers_), bank.image_size, device)
+        km = KMeans(n_clusters=n_concepts, n_init=1, random_state=seed).fit(unit)  # k-means++ init
+        bank = cls(model, name, torch.from_numpy(km.cluster_centers_), bank.image_size, device)
+        return bank, bank._merge([bank._score(f.to(device)) for f in maps])
+
+    def _score(self, maps: torch.Tensor) -> ConceptScores:
+        """Scores and pixel locations from N × C × h × w feature maps."""
+        f = F.normalize(maps, dim=1)
+        n, _, h, w = f.shape
+        sim = torch.einsum("nchw,kc->nkhw", f, self.prototypes).reshape(n, -1, h * w)
+        best, where = sim.max(dim=2)
+        rows = (((where // w).float() + 0.5) * self.image_size[0] / h).long()
+        cols = (((where % w).float() + 0.5) * self.image_size[1] / w).long()
+        return ConceptScores(best.cpu(), rows.cpu(), cols.cpu())
+
+    @staticmethod
+    def _merge(parts: list[ConceptScores]) -> ConceptScores:
+        return ConceptScores(*(torch.cat([getattr(p, k) for p in parts]) for k in ("scores", "rows", "cols")))
 
     def activations(self, x: torch.Tensor) -> ConceptScores:
-        scores, rows, cols = [], [], []
-        for i in range(0, len(x), self.batch_size):
-            f = F.normalize(self._features(x[i:i + self.batch_size]), dim=1)  # N × C × h × w
-            n, _, h, w = f.shape
-            sim = torch.einsum("nchw,kc->nkhw", f, self.prototypes).reshape(n, -1, h * w)
-            best, where = sim.max(dim=2)
-            r, c = where // w, where % w
-            scale_r, scale_c = self.image_size[0] / h, self.image_size[1] / w
-            scores.append(best.cpu())
-            rows.append(((r.float() + 0.5) * scale_r).long().cpu())
-            cols.append(((c.float() + 0.5) * scale_c).long().cpu())
-        return ConceptScores(torch.cat(scores), torch.cat(rows), torch.cat(cols))
+        return self._merge([self._score(self._features(x[i:i + self.batch_size]))
+                            for i in range(0, len(x), self.batch_size)])
 
 
 class PhraseBank(ConceptBank):
@@ -459,7 +466,7 @@ def make_image_poisons(forget: Part, retain: Part, bank: ConceptBank, report: Co
     """In-memory poisons (never persisted): one per forget image, donor images from retain."""
     poisons_x = forget.x.clone()
     if cfg.poison != "none":
-        target_scores = bank.activations(forget.x)
+        target_scores = bank.activations(forget.x) if cfg.poison == "localized" else None
         for t, donor in report.donors.items():
             idx = np.flatnonzero(forget.y.numpy() == t)
             pool = np.flatnonzero(retain.y.numpy() == donor.donor)
@@ -467,11 +474,13 @@ def make_image_poisons(forget: Part, retain: Part, bank: ConceptBank, report: Co
                 continue
             if len(pool) == 0:
                 raise ValueError(f"donor class {donor.donor} has no retained samples to take patches from")
-            picks = rng.choice(pool, size=len(idx), replace=True)
-            donor_imgs = retain.x[picks]
+            # a seeded pool of donor images; their concept locations are computed once
+            donor_imgs = retain.x[np.sort(rng.choice(pool, size=min(cfg.donor_pool, len(pool)), replace=False))]
             d_scores = bank.activations(donor_imgs) if cfg.poison == "localized" else None
-            for j, i in enumerate(idx):
-                t_loc = (int(target_scores.rows[i, donor.target_concept]), int(target_scores.cols[i, donor.target_concept]))
+            picks = rng.integers(0, len(donor_imgs), size=len(idx))
+            for i, j in zip(idx, picks, strict=True):
+                t_loc = ((int(target_scores.rows[i, donor.target_concept]), int(target_scores.cols[i, donor.target_concept]))
+                         if target_scores is not None else (0, 0))
                 d_loc = ((int(d_scores.rows[j, donor.donor_concept]), int(d_scores.cols[j, donor.donor_concept]))
                          if d_scores is not None else (0, 0))
                 poisons_x[i] = poison_image(forget.x[i], donor_imgs[j], cfg.poison, t_loc, d_loc, cfg, rng)
@@ -520,13 +529,22 @@ def _embed(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Ten
     return embed_batched(model, x, device)
 
 
-def retain_subset(retain: Part, per_class: int, seed: int) -> Part:
-    if per_class <= 0:
-        return retain
+def per_class_subset(part: Part, per_class: int, seed: int) -> Part:
+    """At most `per_class` samples of each class (seeded); `per_class <= 0` keeps everything."""
+    if per_class <= 0 or len(part) == 0:
+        return part
     rng = np.random.default_rng(seed + 1)
-    y = retain.y.numpy()
+    y = part.y.numpy()
     keep = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
-    return retain.subset(np.sort(np.concatenate(keep)))
+    return part.subset(np.sort(np.concatenate(keep)))
+
+
+def poison_sources(forget: Part, cfg: Config) -> Part:
+    """The forget samples that get a poison. With `retain_per_class`, each forgotten class gets
+    as many poisons as each retained class has samples: the fine-tuning set keeps the original
+    class balance (the paper's "integrity" cuts every class alike). `max_poisons` caps the total."""
+    chosen = per_class_subset(forget, cfg.retain_per_class, cfg.seed + 7)
+    return chosen.sample(cfg.max_poisons, cfg.seed) if cfg.max_poisons > 0 else chosen
 
 
 def _trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
@@ -592,21 +610,21 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
 
     start = time.perf_counter()
     analysis = analysis_part(splits, cfg.analysis_per_class, cfg.seed)
-    bank = PrototypeBank.fit(new, analysis.x, n_concepts=cfg.n_concepts, n_points=cfg.kmeans_points,
-                             seed=cfg.seed, device=dev, layer=cfg.layer)
-    scores = bank.activations(analysis.x)
+    bank, scores = PrototypeBank.fit(new, analysis.x, n_concepts=cfg.n_concepts, n_points=cfg.kmeans_points,
+                                     seed=cfg.seed, device=dev, layer=cfg.layer)
     report = infer_concepts(scores.scores, analysis.y, bank.names, splits.num_classes, targets, gone, cfg)
     timings["concepts"] = time.perf_counter() - start
 
     start = time.perf_counter()
     examples = concept_examples(scores, cfg.examples_per_concept)
-    grid_path = save_grid(patch_grid(analysis.x, scores, examples, _side(cfg.patch, analysis.x.shape[-2])),
+    cell = _side(cfg.example_patch, analysis.x.shape[-2])
+    grid_path = save_grid(patch_grid(analysis.x, scores, examples, cell, GRID_SCALE),
                           _report_dir(cfg) / "concept_patches.png")
     timings["report"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    forget = splits.forget.sample(cfg.max_poisons, cfg.seed) if cfg.max_poisons > 0 else splits.forget
-    retain = retain_subset(splits.retain, cfg.retain_per_class, cfg.seed)
+    forget = poison_sources(splits.forget, cfg)
+    retain = per_class_subset(splits.retain, cfg.retain_per_class, cfg.seed)
     poisons = make_image_poisons(forget, splits.retain, bank, report, cfg, splits.num_classes, rng)
     timings["poisons"] = time.perf_counter() - start
 
@@ -617,7 +635,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
 
     details = {**report.as_details(targets), "bank": "prototypes", "layer": bank.layer,
                "forget_classes": targets, "classes_removed": sorted(gone),
-               "patch_grid": str(grid_path),
+               "patch_grid": str(grid_path), "patch_grid_cell": cell, "patch_grid_scale": GRID_SCALE,
                "examples": {bank.names[k]: [analysis.ids[i] for i in idx] for k, idx in enumerate(examples)},
                "poison": cfg.poison, "labels": cfg.labels, "trainable": cfg.trainable,
                "n_poisons": len(forget), "n_retain": len(retain), "n_analysis": len(analysis),
@@ -717,7 +735,7 @@ def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "a
     timings["concepts"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    forget = splits.forget.sample(cfg.max_poisons, cfg.seed) if cfg.max_poisons > 0 else splits.forget
+    forget = poison_sources(splits.forget, cfg)
     forget = tokenized_part(new, forget)
     masked = text_poison_inputs(new, forget, report, bank.names, cfg, rng, dev)
     poisons = Part(tuple(f"poison/{i:06d}" for i in range(len(forget))), masked,
@@ -727,7 +745,7 @@ def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "a
     timings["poisons"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    retain = tokenized_part(new, retain_subset(splits.retain, cfg.retain_per_class, cfg.seed))
+    retain = tokenized_part(new, per_class_subset(splits.retain, cfg.retain_per_class, cfg.seed))
     finetune(new, retain, poisons, cfg, dev, logs)
     del poisons, forget
     timings["finetune"] = time.perf_counter() - start

@@ -31,7 +31,8 @@ class Config:
     # NegGrad+ tunes this per setting, ≈0.9–0.999; 0 = plain gradient ascent, the over-forgetting canary)
     epochs: float = 1.0        # passes over the forget set (the papers run 5–10 epochs of the whole data)
     min_steps: int = 30        # at least this many steps, so small item deletions get a real update
-    lr: float = 1e-3           # ours (Adam, as the base model); SCRUB's code uses SGD with a tuned lr
+    lr: float = 1e-4           # ours (Adam; a tenth of the base model's lr: at 1e-3 the ascent wrecked the
+    # Fashion-MNIST CNN, retained test accuracy 0.92 → 0.69); SCRUB's code uses SGD with a tuned lr
     batch_size: int = 64       # forget samples per step
     retain_batch_size: int = 128  # retain samples per step (the base model's batch size)
     optimizer: str = "adam"    # adam | sgd

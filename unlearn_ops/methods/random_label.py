@@ -26,7 +26,7 @@ from unlearn_ops.utils import resolve_device
 
 @dataclass(frozen=True)
 class Config:
-    epochs: float = 2.0        # passes over the forget set (SalUn code: 10 epochs over forget ∪ retain)
+    epochs: float = 1.0        # passes over the forget set (SalUn code: 10 epochs over forget ∪ retain)
     min_steps: int = 30        # at least this many steps, so small item deletions get a real update
     lr: float = 1e-3           # ours (Adam); SalUn's RL uses SGD, lr ≈ 0.01 on CIFAR-10 / ResNet-18
     batch_size: int = 64       # forget samples per step

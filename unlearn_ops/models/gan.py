@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,7 +96,7 @@ class GAN(nn.Module):
     def z_dim(self) -> int:
         return int(self.hparams["z_dim"])
 
-    def attach_reference(self, classifier: nn.Module, spec: dict[str, Any]) -> "GAN":
+    def attach_reference(self, classifier: nn.Module, spec: dict[str, Any]) -> GAN:
         """Attach a (trained) classifier as the frozen reference; returns self."""
         classifier.eval()
         for p in classifier.parameters():
@@ -110,7 +111,7 @@ class GAN(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
 
-    def train(self, mode: bool = True) -> "GAN":
+    def train(self, mode: bool = True) -> GAN:
         super().train(mode)
         if self.reference is not None:  # the reference classifier is always in eval mode
             self.reference.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
+from unlearn_ops.verify.gap import accuracy_gap
 from unlearn_ops.verify.gates import GateResult, Verdict, check
 from unlearn_ops.verify.mia import forgetting_rate, matched_nonmembers, mia_efficacy, simple_mia
 from unlearn_ops.verify.utility import utility
@@ -20,7 +21,9 @@ def production_metrics(model: nn.Module, splits: Splits, *, forget_classes: list
     previous champion's numbers (`reference_*`), passed in by the caller.
     """
     metrics = utility(model, splits, forget_classes)
-    metrics.update(simple_mia(model, splits.forget, matched_nonmembers(splits.forget, splits.nonmember), seed=seed))
+    nonmember = matched_nonmembers(splits.forget, splits.nonmember)
+    metrics.update(simple_mia(model, splits.forget, nonmember, seed=seed))
+    metrics.update(accuracy_gap(model, splits.forget, nonmember))  # generalization-gap test (verify/gap.py)
     if reference_test_accuracy is not None:
         metrics["test_accuracy_drop"] = reference_test_accuracy - metrics["test_accuracy"]
     if reference_retained_test_accuracy is not None and "retained_test_accuracy" in metrics:

@@ -20,7 +20,7 @@ All metrics that look at *what the generator makes* use the project's own refere
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -91,15 +91,33 @@ class ClassifierFeatures(nn.Module):
         return self.classifier.embed(x.float())
 
 
+class FidReference:
+    """Classifier-feature FID against a fixed real set whose features are extracted once.
+
+    Wraps torchmetrics' `FrechetInceptionDistance` with `reset_real_features=False`; calling it
+    with generated images returns their FID (the metric keeps sums and covariances in float64).
+    """
+
+    def __init__(self, real: torch.Tensor, classifier: nn.Module, batch_size: int = 500) -> None:
+        self.metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True,
+                                               reset_real_features=False)
+        self.device = next(classifier.parameters()).device
+        self.batch_size = batch_size
+        self._update(real, real=True)
+
+    def _update(self, images: torch.Tensor, real: bool) -> None:
+        for i in range(0, len(images), self.batch_size):
+            self.metric.update(images[i:i + self.batch_size].to(self.device), real=real)
+
+    def __call__(self, fake: torch.Tensor) -> float:
+        self.metric.reset()  # drops the previous generated set, keeps the real one
+        self._update(fake, real=False)
+        return float(self.metric.compute())
+
+
 def feature_fid(real: torch.Tensor, fake: torch.Tensor, classifier: nn.Module, batch_size: int = 500) -> float:
     """Classifier-feature FID (not Inception-FID) between two image sets, via torchmetrics."""
-    # the metric keeps its sums and covariances in float64 whatever the features' dtype
-    metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), normalize=True)
-    device = next(classifier.parameters()).device
-    for images, is_real in ((real, True), (fake, False)):
-        for i in range(0, len(images), batch_size):
-            metric.update(images[i:i + batch_size].to(device), real=is_real)
-    return float(metric.compute())
+    return FidReference(real, classifier, batch_size)(fake)
 
 
 def classifier_fid(gan: GAN, real: torch.Tensor, n: int = 2000, seed: int = 0,
@@ -130,18 +148,22 @@ def downstream_accuracy(gan: GAN, test: Part, n: int = 4000, epochs: float = 3, 
 
 def gan_metrics(gan: GAN, splits: Splits, *, forget_classes: Sequence[int] = (), n: int = 2000, seed: int = 0,
                 reference: nn.Module | None = None, downstream: bool = False,
-                reference_fid: float | None = None) -> dict[str, float]:
+                reference_fid: float | None = None, fid_reference: FidReference | None = None) -> dict[str, float]:
     """Every GAN metric in one dict (what gates and benchmarks read).
 
     FID is measured against the retain set (for a class deletion that excludes the class, which
-    the unlearned GAN should no longer make). `reference_fid` (the previous champion's FID on the
+    the unlearned GAN should no longer make); pass `fid_reference` (built on `splits.retain.x`)
+    to reuse its real features across models. `reference_fid` (the previous champion's FID on the
     same data) adds `fid_change`, the relative change (+0.10 = 10 % worse).
     """
     out = d_mia(gan, splits.forget, splits.nonmember)
-    out["d_generated_mean"] = d_generated_mean(gan, n, seed)
+    fake = generate(gan, n, seed)
+    out["d_generated_mean"] = float(d_scores(gan, fake).mean())
+    ref = reference_of(gan, reference)
     if forget_classes:  # an item deletion has no forgotten class (its items span all classes)
-        out["forget_class_share"] = class_share(gan, forget_classes, n, seed, reference)
-    out["fid"] = classifier_fid(gan, splits.retain.x, n, seed, reference)
+        pred = predict_logits(ref, fake).argmax(1).numpy()
+        out["forget_class_share"] = float(np.isin(pred, list(forget_classes)).mean())
+    out["fid"] = (fid_reference or FidReference(splits.retain.x, ref))(fake)
     if reference_fid is not None and reference_fid > 0:
         out["fid_change"] = out["fid"] / reference_fid - 1.0
     if downstream:
@@ -150,5 +172,24 @@ def gan_metrics(gan: GAN, splits: Splits, *, forget_classes: Sequence[int] = (),
     return out
 
 
-__all__ = ["FID_NAME", "ClassifierFeatures", "class_histogram", "class_share", "classifier_fid", "d_mia", "feature_fid",
-           "d_generated_mean", "downstream_accuracy", "gan_metrics", "predicted_classes"]
+def gan_production_metrics(candidate: GAN, splits: Splits, *, forget_classes: Sequence[int] = (),
+                           champion: GAN | None = None, n: int = 2000, seed: int = 0) -> dict[str, float]:
+    """What production gates read for a GAN; needs no retrained model.
+
+    Class deletions: `forget_class_share` (gate it near the retrained GAN's level, see the
+    benchmark). Item deletions: `d_mia_auc` (forgotten items vs same-class non-members).
+    Both: `fid_change`, the candidate's classifier-feature FID relative to the previous champion's
+    on the same retained images (`champion` given), and the means behind them.
+    """
+    ref = reference_of(candidate)
+    fid_reference = FidReference(splits.retain.x, ref)
+    champion_fid = fid_reference(generate(champion, n, seed)) if champion is not None else None
+    out = gan_metrics(candidate, splits, forget_classes=forget_classes, n=n, seed=seed,
+                      fid_reference=fid_reference, reference_fid=champion_fid)
+    if champion_fid is not None:
+        out["champion_fid"] = champion_fid
+    return out
+
+
+__all__ = ["FID_NAME", "ClassifierFeatures", "FidReference", "class_histogram", "class_share", "classifier_fid", "d_mia", "feature_fid",
+           "d_generated_mean", "downstream_accuracy", "gan_metrics", "gan_production_metrics", "predicted_classes"]

@@ -1,0 +1,66 @@
+"""`python -m bench class --quick` and `random10 --quick` run end to end (digits, tiny CNN, temp cache)."""
+
+import json
+
+import pytest
+
+from bench import compare
+from bench import references as refs
+from tests.conftest import TINY_SPEC
+
+CLASS_BENCH = __import__("importlib").import_module("bench.class")
+from bench import random10  # noqa: E402
+
+MINE = "finetune,neg_grad_plus,random_label,salun,scrub,ssd,logit_suppression"
+
+
+@pytest.fixture()
+def tiny_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(refs, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(refs, "spec_for", lambda store, arch="cnn": dict(TINY_SPEC))
+    return tmp_path
+
+
+def check_rows(payload, expect_skipped=()):
+    (case,) = payload["cases"]
+    rows = case["rows"]
+    assert rows["retrain"]["avg_gap"] == 0.0 and rows["retrain"]["speedup"] == 1.0
+    for name in payload["methods"]:
+        if name in expect_skipped:
+            assert "skipped" in rows[name], name
+            continue
+        r = rows[name]
+        for key in ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy"):
+            assert 0.0 <= r["metrics"][key] <= 1.0, (name, key)
+        assert r["avg_gap"] >= 0 and r["seconds"] > 0 and r["speedup"] > 0 and r["cpu_speedup"] > 0, name
+        assert isinstance(r["gates"]["passed"], bool)
+
+
+def test_class_quick(tiny_cache):
+    out = tiny_cache / "out"
+    payload = CLASS_BENCH.main(["--quick", "--methods", MINE, "--out-dir", str(out)])
+    assert payload["classes"] == [3] and payload["seeds"] == [0]
+    check_rows(payload)
+    ref = payload["cases"][0]["rows"]["retrain"]["metrics"]
+    assert ref["forget_accuracy"] <= 0.05 and {"feature_probe", "relearn_acc_10"} <= set(ref)
+    saved = json.loads((out / "class.json").read_text())
+    assert saved["protocol"] == "class" and saved["machine"]["commit"]
+    md = (out / "class.md").read_text()
+    assert "suppresses the logit only" in md and "What was run" in md and "Avg. Gap" in md
+
+
+def test_random10_quick(tiny_cache):
+    out = tiny_cache / "out"
+    payload = random10.main(["--quick", "--methods", MINE, "--out-dir", str(out)])
+    check_rows(payload, expect_skipped={"logit_suppression"})
+    case = payload["cases"][0]
+    assert case["forget_size"] == 50 and case["retain_size"] == 450
+    md = (out / "random10.md").read_text()
+    assert "target" in md.lower() and "What was run" in md
+
+
+def test_every_classifier_method_is_benchmarked_and_noop_never():
+    names = compare.classifier_methods()
+    assert "noop" not in names and "retrain" not in names
+    assert {"neg_grad_plus", "random_label", "salun", "scrub", "ssd", "logit_suppression"} <= set(names)
+    assert "cascaded_gan" not in names

@@ -1,0 +1,41 @@
+"""`salun`: contract, saliency mask, class and item deletion on the tiny digits CNN."""
+
+import torch
+
+from tests.methods.behaviour import check_class_deletion, check_item_deletion
+from tests.methods.contract import check_contract
+from unlearn_ops.methods import run_method
+from unlearn_ops.methods.salun import top_fraction_masks
+
+FAST: dict = {}  # the production defaults (params.yaml mirrors them) are fast on the tiny CNN
+
+
+def test_contract_class(tiny_model, class_splits):
+    check_contract("salun", tiny_model, class_splits, FAST)
+
+
+def test_contract_item(tiny_model, item_splits):
+    check_contract("salun", tiny_model, item_splits, FAST)
+
+
+def test_forgets_a_class_and_keeps_the_rest(tiny_model, class_splits):
+    check_class_deletion("salun", tiny_model, class_splits, FAST)
+
+
+def test_item_deletion_raises_forget_loss_and_keeps_utility(tiny_model, item_splits):
+    check_item_deletion("salun", tiny_model, item_splits, FAST)
+
+
+def test_mask_keeps_the_top_fraction_over_all_tensors():
+    scores = {"a": torch.tensor([5.0, 1.0, 3.0]), "b": torch.tensor([[4.0, 0.0], [2.0, 6.0]])}
+    masks = top_fraction_masks(scores, 3 / 7)
+    assert masks["a"].tolist() == [1.0, 0.0, 0.0]
+    assert masks["b"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_only_masked_weights_move(tiny_model, class_splits):
+    result = run_method("salun", tiny_model, class_splits, {"mask_fraction": 0.2}, device="cpu")
+    before = dict(tiny_model.named_parameters())
+    moved = sum(int((p.detach() != before[n].detach()).sum()) for n, p in result.model.named_parameters())
+    assert 0 < moved <= result.details["masked_weights"]
+    assert result.details["masked_weights"] == round(0.2 * result.details["total_weights"])
