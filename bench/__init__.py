@@ -4,4 +4,5 @@ Each protocol is a module `bench/<name>.py` with `main(argv) -> dict`; results g
 docs/benchmarks/<name>.json and .md with the machine and commit noted. `all` runs BENCHES.
 """
 
-BENCHES: tuple[str, ...] = ("cascaded_gan", "lm_token_poisoning", "concept_poisoning", "class", "random10", "calibrate_gates")
+BENCHES: tuple[str, ...] = ("cascaded_gan", "lm_token_poisoning", "concept_poisoning", "class", "random10", "calibrate_gates",
+                              "neuron_perturbation")

@@ -36,7 +36,7 @@ import torch
 
 from bench import compare
 from bench import references as R
-from bench.common import machine, mean_std, md_table, write_results
+from bench.common import machine, md_table, mean_std, write_results
 from bench.memorizing import Memorizing
 from flows.params import load_params
 from unlearn_ops.data.splits import Splits
@@ -80,7 +80,13 @@ def item_rows(mem: Memorizing, seeds: list[int], methods: list[str], unlearn: di
     return rows
 
 
-def class_rows(dataset: str, seeds: list[int], classes: list[int]) -> list[dict]:
+def is_cached(dataset: str, train_ids: list[str], seed: int) -> bool:
+    """Whether `bench.references` already holds this model (so calibration never trains one by surprise)."""
+    spec = R.spec_for(R.store(dataset))
+    return (R.CACHE / "models" / R._key(dataset, train_ids, spec, R.schedule(dataset, seed)) / "meta.json").is_file()
+
+
+def class_rows(dataset: str, seeds: list[int], classes: list[int], train_missing: bool = False) -> list[dict]:
     s = R.store(dataset)
     active = s.active_ids()
     aset = set(active)
@@ -89,6 +95,10 @@ def class_rows(dataset: str, seeds: list[int], classes: list[int]) -> list[dict]
         base, _ = R.base_model(dataset, seed)
         for c in classes:
             forget = [i for i in s.class_ids(c) if i in aset]
+            drop = set(forget)
+            if not train_missing and not is_cached(dataset, [i for i in active if i not in drop], seed):
+                print(f"[{NAME}] class {c} seed {seed}: no cached retrain, skipped (--train-missing trains it)")
+                continue
             splits = s.splits(forget)
             ref = production_metrics(base, splits, forget_classes=[c], seed=seed)
             retrained, _ = R.retrain_reference(dataset, active, forget, seed)
@@ -144,6 +154,7 @@ def verdicts(rows: list[dict], gates: dict[str, dict[str, float]]) -> dict[str, 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = compare.parser(NAME, __doc__.split("\n\n")[0], classes=True)
     p.set_defaults(methods=BASELINES, classes="0,6")
+    p.add_argument("--train-missing", action="store_true", help="train class retrain references not yet cached")
     args = p.parse_args(argv or [])
     params = load_params()
     seeds = [0] if args.quick else list(range(args.seeds))
@@ -152,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     item = item_rows(mem, seeds, methods, params["unlearn"], args.quick)
     classes = [3] if args.quick else [int(c) for c in args.classes.split(",") if c != ""]
-    klass = class_rows("digits" if args.quick else "fmnist", seeds if args.quick else [0], classes)
+    klass = class_rows("digits" if args.quick else "fmnist", seeds if args.quick else [0], classes,
+                       train_missing=args.train_missing or args.quick)
     proposal = propose(item, klass)
     current = params["gates"]
     payload = {"quick": args.quick, "seeds": seeds, "methods": methods, "classes": classes, "cuts": list(CUTS),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -405,7 +406,12 @@ def report(rows: list[dict[str, Any]], points: list[dict[str, Any]], names: list
     lines = ["What was run: " + ("; ".join(ran) or "nothing") + (" (--quick)" if args.quick else "")
              + ". Each class is compared with retraining from scratch without it (same architecture and "
              "schedule, bench.references). Requested: " + "; ".join(f"{ds} classes {c} seeds {s}" for ds, (c, s)
-                                                                   in plan.items()) + ".", ""]
+                                                                   in plan.items()) + ".", "",
+             f"CPU load average when this report was written: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+             "Times (and so speed-ups) are wall-clock on that shared machine; retraining times come from the "
+             "reference cache, measured when each reference was trained. Peak memory on the CPU is the growth "
+             "of the process's peak RSS during the call (VmHWM reset before it); for retraining it is measured "
+             "over the first 20 steps of the same schedule.", ""]
     for ds in plan:
         rs = [r for r in rows if r["dataset"] == ds]
         if not rs:

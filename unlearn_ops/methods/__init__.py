@@ -13,12 +13,25 @@ from typing import Any
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods import finetune, noop, retrain
-from unlearn_ops.methods import logit_suppression, neg_grad_plus, random_label, salun, scrub, ssd
-from unlearn_ops.methods import neuron_perturbation
-from unlearn_ops.methods import concept_poisoning
-from unlearn_ops.methods import cascaded_gan
-from unlearn_ops.methods import grad_ascent, grad_diff, lm_retrain, lm_token_poisoning, npo
+from unlearn_ops.methods import (
+    cascaded_gan,
+    concept_poisoning,
+    finetune,
+    grad_ascent,
+    grad_diff,
+    lm_retrain,
+    lm_token_poisoning,
+    logit_suppression,
+    neg_grad_plus,
+    neuron_perturbation,
+    noop,
+    npo,
+    random_label,
+    retrain,
+    salun,
+    scrub,
+    ssd,
+)
 from unlearn_ops.methods.base import UnlearnResult, make_config
 
 METHODS: dict[str, ModuleType] = {

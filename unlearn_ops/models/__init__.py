@@ -7,8 +7,9 @@ weights live in `model.safetensors`. Loading never unpickles anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
