@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import compare
 from bench import references as R
-from bench.common import machine, md_table, write_results
+from bench.common import load_note, load_record, machine, md_table, write_results
 from flows.params import load_params
 
 NAME = "class"
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     flags = suppression_flags(cases, methods)
     payload = {"quick": args.quick, "dataset": dataset, "seeds": seeds, "classes": classes, "methods": methods,
                "schedule": {k: v for k, v in asdict(R.schedule(dataset, 0)).items() if k != "device"},
-               "gates": params["gates"]["class"], "summary": summary, "suppression_flags": flags, "cases": cases}
+               "load": load_record(), "gates": params["gates"]["class"], "summary": summary, "suppression_flags": flags, "cases": cases}
     if args.quick and not args.out_dir:
         print(f"[{NAME}] quick run: nothing written (pass --out-dir to keep it)")
         return payload
@@ -131,9 +131,8 @@ def markdown(payload: dict[str, Any]) -> str:
             f"- Gates: params.yaml `gates.class` = `{payload['gates']}`, original as previous champion.\n"
             f"- Flags: relearn = `relearn_acc_10` ≥ retrain's + {RELEARN_FLAG}; probe = `feature_probe` ≥ "
             f"retrain's + {PROBE_FLAG}.\n"
-            f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}; shared with other jobs "
-            f"(load ≫ its cores), so wall-clock times depend on the load when each was measured (the cached retrain's "
-            f"too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of its schedule in the same "
+            f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}; {load_note(payload.get('load'))}; "
+            f"wall-clock times depend on the load when each was measured (the cached retrain's too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of its schedule in the same "
             f"process, over the method's process CPU time.\n")
     legend = ("Accuracies, MIA-Efficacy, relearn-3 (accuracy on never-trained samples of the class after 3 "
               "relearning steps) and probe (balanced accuracy of a linear probe for the class on penultimate "

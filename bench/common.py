@@ -17,6 +17,20 @@ import torch
 from tasks.env import project_root
 
 OUT_DIR = project_root() / "docs" / "benchmarks"
+LOAD_AT_START = os.getloadavg()[0]   # when the benchmark process started
+
+
+def load_record() -> dict[str, float]:
+    """1-minute load average at the start of the run and now: wall-clock times move with it."""
+    return {"start": round(LOAD_AT_START, 2), "end": round(os.getloadavg()[0], 2), "cores": os.cpu_count() or 0}
+
+
+def load_note(load: dict[str, float] | None) -> str:
+    if not load:
+        return "load average not recorded"
+    busy = max(load["start"], load["end"]) > 1.5 * load["cores"]
+    return (f"1-minute load average {load['start']:.1f} at start, {load['end']:.1f} at the end, on {load['cores']} "
+            f"cores ({'shared with other jobs: wall-clock times are inflated' if busy else 'no heavy concurrent jobs'})")
 
 
 def machine() -> dict[str, Any]:

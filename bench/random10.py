@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import compare
-from bench.common import machine, md_table, write_results
+from bench.common import load_note, load_record, machine, md_table, write_results
 from bench.memorizing import Memorizing, check_memorizes
 from flows.params import load_params
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {"quick": args.quick, "seeds": seeds, "methods": methods, "fraction": FRACTION,
                "base": {"dataset": mem.dataset, "subset_size": mem.subset_size, "epochs": mem.epochs, "lr": mem.lr,
                         "batch_size": mem.batch_size, "seed": 0, "train_seconds": base_seconds, **memorization},
-               "gates": params["gates"]["samples"], "summary": summary, "cases": cases}
+               "load": load_record(), "gates": params["gates"]["samples"], "summary": summary, "cases": cases}
     if args.quick and not args.out_dir:
         print(f"[{NAME}] quick run: nothing written (pass --out-dir to keep it)")
         return payload
@@ -124,9 +124,8 @@ def markdown(payload: dict[str, Any]) -> str:
             f"seed = the run's seed (cached: its time is the one measured when it was trained).\n"
             f"- Methods: {', '.join(f'`{n}`' for n in methods)} with their params.yaml settings (seed = the run's).\n"
             f"- Gates: params.yaml `gates.samples` = `{payload['gates']}`, original model as previous champion.\n"
-            f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}. The machine was shared "
-            f"with other jobs (load ≫ its cores), so wall-clock times depend on the load at the moment each was measured "
-            f"(the cached retrain's too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of "
+            f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}. {load_note(payload.get('load'))}; "
+            f"wall-clock times depend on the load at the moment each was measured (the cached retrain's too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of "
             f"its schedule in the same process, over the method's process CPU time: the contention-robust number, used "
             f"for the target.\n")
     legend = ("Accuracies and MIA-Efficacy in %; Avg. Gap in percentage points over forget accuracy (UA), RA, TA "

@@ -145,3 +145,29 @@ def test_crash_between_steps_is_resumed(tmp_path, tiny_model, mlflow_tmp, prefec
     assert ledger.find("r-subject")[0].state == "registered"
     assert len(versions(MODEL)) == n_versions     # the candidate registered before the crash is reused
     assert champion() != before
+
+
+def test_class_request_uses_neuron_perturbation_and_passes_production_gates(tmp_path, tiny_model, mlflow_tmp,
+                                                                             prefect_harness):
+    """Issue 5: the policy's default for class requests, with params.yaml's own method settings and
+    class gates (not the loosened test gates), forgets the class without falling back to retrain."""
+    from flows.params import load_params
+
+    production = load_params()
+    params = yaml.safe_load(yaml.safe_dump(PARAMS))
+    params["policy"][MODEL]["class"] = list(production["policy"]["fmnist-classifier"]["class"])
+    params["unlearn"]["neuron_perturbation"] = production["unlearn"]["neuron_perturbation"]
+    params["gates"]["class"] = production["gates"]["class"]
+    assert params["policy"][MODEL]["class"][0] == "neuron_perturbation"
+    root = make_workspace(tmp_path / "ws", tiny_model, params)
+
+    result = db.deletion_batch(requests=[CLASS], root=str(root))
+
+    assert result["state"] == "done", result
+    attempts = result["models"][0]["attempts"]
+    assert [a["method"] for a in attempts] == ["neuron_perturbation"], attempts
+    assert attempts[0]["passed"] is True
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_model_version(MODEL, champion()).tags
+    assert tags["method"] == "neuron_perturbation" and tags["verdict"] == "pass"
