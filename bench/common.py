@@ -27,7 +27,7 @@ def load_record() -> dict[str, float]:
 
 def load_note(load: dict[str, float] | None) -> str:
     if not load:
-        return "load average not recorded"
+        return "Load average not recorded for this run"
     busy = max(load["start"], load["end"]) > 1.5 * load["cores"]
     return (f"1-minute load average {load['start']:.1f} at start, {load['end']:.1f} at the end, on {load['cores']} "
             f"cores ({'shared with other jobs: wall-clock times are inflated' if busy else 'no heavy concurrent jobs'})")
@@ -70,8 +70,20 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"protocol": name, "machine": machine(), **payload}
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
-    m = payload["machine"]
+    _write_markdown(name, payload["machine"], markdown, out_dir)
+    return out_dir / f"{name}.json"
+
+
+def _write_markdown(name: str, m: dict[str, Any], markdown: str, out_dir: Path) -> None:
     header = (f"# Benchmark `{name}`\n\nMachine: {m['platform']}, {m['cpu_count']} CPUs, device {m['device']}, "
               f"torch {m['torch']}; commit `{m['commit']}`; {m['date']}.\n\n")
     (out_dir / f"{name}.md").write_text(header + markdown.rstrip() + "\n")
-    return out_dir / f"{name}.json"
+
+
+def rerender(name: str, markdown_fn, out_dir: Path | None = None) -> Path:
+    """Rewrite docs/benchmarks/<name>.md from its JSON (after a change to the report's text only:
+    the numbers and the machine/commit of the run stay those recorded in the JSON)."""
+    out_dir = Path(out_dir or OUT_DIR)
+    payload = json.loads((out_dir / f"{name}.json").read_text())
+    _write_markdown(name, payload["machine"], markdown_fn(payload), out_dir)
+    return out_dir / f"{name}.md"
