@@ -21,12 +21,15 @@ Proposal rules (written next to the numbers in the report):
   3 unless a retrained model exceeds it;
 * `mia_loss_auc`: the largest retrain value over seeds and cuts ≥ 100 samples, plus a margin of 0.05;
 * `test_accuracy_drop`: the largest retrain drop, plus 0.01, at least 0.01;
+* `forget_set_size` (min): the smallest cut at which `noop` fails the z and AUC gates in every seed
+  (below it the population tests cannot tell a no-op from a retrain, so the gate must not judge);
 * class gates: retrain gives 0 forget accuracy, so 0.02 stays; `retained_test_accuracy_drop`:
   the largest retrain drop plus 0.01, at least 0.02.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ import torch
 
 from bench import compare
 from bench import references as R
-from bench.common import machine, md_table, mean_std, write_results
+from bench.common import OUT_DIR, machine, md_table, mean_std, rerender, write_results
 from bench.memorizing import Memorizing
 from flows.params import load_params
 from unlearn_ops.data.splits import Splits
@@ -125,8 +128,10 @@ def propose(item: list[dict], klass: list[dict]) -> dict[str, dict[str, dict[str
     z_max = _max(retrain_item, "forget_accuracy_z")
     auc = max((r["mia_loss_auc"] for r in retrain_item if r["n_forget"] >= 100), default=float("nan"))
     drop = _max(retrain_item, "test_accuracy_drop", n_forget=max(r["n_forget"] for r in retrain_item))
-    samples = {"forget_accuracy_z": {"max": max(3.0, _ceil(z_max, 0.5))},
-               "mia_loss_auc": {"max": round(_ceil(auc + 0.05, 0.01), 2)},
+    z_cut, auc_cut = max(3.0, _ceil(z_max, 0.5)), round(_ceil(auc + 0.05, 0.01), 2)
+    samples = {"forget_set_size": {"min": min_detectable_size(item, z_cut, auc_cut)},
+               "forget_accuracy_z": {"max": z_cut},
+               "mia_loss_auc": {"max": auc_cut},
                "test_accuracy_drop": {"max": round(max(0.01, _ceil(drop + 0.01, 0.005)), 3)}}
     proposal = {"samples": samples, "subject": dict(samples)}
     if klass:
@@ -136,17 +141,29 @@ def propose(item: list[dict], klass: list[dict]) -> dict[str, dict[str, dict[str
     return proposal
 
 
+def min_detectable_size(item: list[dict], z_cut: float, auc_cut: float) -> int:
+    """Smallest forget-set size at which every `noop` run is caught (z > z_cut or AUC > auc_cut)."""
+    sizes = sorted({r["n_forget"] for r in item if r["model"] == "noop"})
+    for n in sizes:
+        runs = [r for r in item if r["model"] == "noop" and r["n_forget"] == n]
+        if all(r["forget_accuracy_z"] > z_cut or r["mia_loss_auc"] > auc_cut for r in runs):
+            return int(n)
+    return int(sizes[-1]) if sizes else 0
+
+
 def verdicts(rows: list[dict], gates: dict[str, dict[str, float]]) -> dict[str, list[int]]:
     """Per model: [passed, total] under `gates` (full-size forget sets only for item rows)."""
     from unlearn_ops.verify import check
+    from unlearn_ops.verify.gates import for_method
 
     out: dict[str, list[int]] = {}
     full = max((r.get("n_forget", 0) for r in rows), default=0)
     for r in rows:
         if "n_forget" in r and r["n_forget"] != full:
             continue
+        metrics = {**r, "forget_set_size": float(r["n_forget"])} if "n_forget" in r else r
         p = out.setdefault(r["model"], [0, 0])
-        p[0] += int(check(r, gates).passed)
+        p[0] += int(check(metrics, for_method(gates, exact=r["model"] == "retrain")).passed)
         p[1] += 1
     return out
 
@@ -155,8 +172,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = compare.parser(NAME, __doc__.split("\n\n")[0], classes=True)
     p.set_defaults(methods=BASELINES, classes="0,6")
     p.add_argument("--train-missing", action="store_true", help="train class retrain references not yet cached")
+    p.add_argument("--reanalyse", action="store_true",
+                   help="recompute proposal and verdicts from the measurements in docs/benchmarks/calibrate_gates.json "
+                        "(after a change to the rules or to params.yaml; nothing is re-measured)")
     args = p.parse_args(argv or [])
     params = load_params()
+    if args.reanalyse:
+        return reanalyse(params["gates"], Path(args.out_dir) if args.out_dir else OUT_DIR)
     seeds = [0] if args.quick else list(range(args.seeds))
     mem = QUICK if args.quick else Memorizing()
     methods = compare.classifier_methods([m for m in args.methods.split(",") if m])
@@ -165,17 +187,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classes = [3] if args.quick else [int(c) for c in args.classes.split(",") if c != ""]
     klass = class_rows("digits" if args.quick else "fmnist", seeds if args.quick else [0], classes,
                        train_missing=args.train_missing or args.quick)
-    proposal = propose(item, klass)
-    current = params["gates"]
     payload = {"quick": args.quick, "seeds": seeds, "methods": methods, "classes": classes, "cuts": list(CUTS),
-               "item": item, "class": klass, "proposal": proposal, "current": current,
-               "verdicts": {"current": {"samples": verdicts(item, current["samples"]),
-                                        "class": verdicts(klass, current["class"])},
-                            "proposal": {"samples": verdicts(item, proposal["samples"]),
-                                         "class": verdicts(klass, proposal.get("class", current["class"]))}}}
+               "item": item, "class": klass, **analyse(item, klass, params["gates"])}
     if args.quick and not args.out_dir:
         return payload
     write_results(NAME, payload, markdown(payload), Path(args.out_dir) if args.out_dir else None)
+    return payload
+
+
+def analyse(item: list[dict], klass: list[dict], current: dict[str, dict]) -> dict[str, Any]:
+    """Proposed thresholds and who passes under the current and the proposed gates."""
+    proposal = propose(item, klass)
+    return {"proposal": proposal, "current": current,
+            "verdicts": {"current": {"samples": verdicts(item, current["samples"]),
+                                     "class": verdicts(klass, current["class"])},
+                         "proposal": {"samples": verdicts(item, proposal["samples"]),
+                                      "class": verdicts(klass, proposal.get("class", current["class"]))}}}
+
+
+def reanalyse(current: dict[str, dict], out_dir: Path) -> dict[str, Any]:
+    """Rewrite the report from its stored measurements with today's rules (the run's machine and
+    commit stay; the commit of the analysis is recorded beside them)."""
+    path = out_dir / f"{NAME}.json"
+    payload = json.loads(path.read_text())
+    payload.update(analyse(payload["item"], payload["class"], current))
+    payload["analysis_commit"] = machine()["commit"]
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
+    rerender(NAME, markdown, out_dir)
     return payload
 
 

@@ -15,10 +15,11 @@ from prefect.cache_policies import NO_CACHE
 
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.data.store import SampleStore
-from unlearn_ops.methods import run_method
+from unlearn_ops.methods import is_exact, run_method
 from unlearn_ops.models import load_model, save_model
 from unlearn_ops.training import accuracy
 from unlearn_ops.verify import check, production_metrics
+from unlearn_ops.verify.gates import for_method
 from unlearn_ops.verify.report import report_pngs
 from unlearn_ops.verify.utility import retained_class_part
 
@@ -61,8 +62,12 @@ def kind_splits(splits: Splits, classes: list[int], item_ids: set[str]) -> dict[
 
 @task(name="verify", cache_policy=NO_CACHE)
 def verify_task(champion_dir: str, candidate_dir: str, store_dir: str, forget_ids: list[str], classes: list[int],
-                item_ids: list[str], kinds: list[str], gates: dict[str, dict], seed: int = 0) -> dict[str, Any]:
-    """Production metrics per request kind, checked against that kind's gates."""
+                item_ids: list[str], kinds: list[str], gates: dict[str, dict], seed: int = 0,
+                method: str | None = None) -> dict[str, Any]:
+    """Production metrics per request kind, checked against that kind's gates (as they apply to
+    `method`: an exact method skips the statistical-power gates)."""
+    if method is not None:
+        gates = {kind: for_method(g, exact=is_exact(method)) for kind, g in gates.items()}
     champion, _ = load_model(champion_dir)
     candidate, _ = load_model(candidate_dir)
     store = SampleStore(store_dir)

@@ -30,3 +30,12 @@ def test_proposal_follows_retrain_and_rejects_noop():
 def test_z_threshold_rises_only_if_a_retrain_exceeds_it():
     rows = [item("retrain", 1000, 3.7, 0.5, 0.0), item("noop", 1000, 9.0, 0.6, 0.0)]
     assert propose(rows, [])["samples"]["forget_accuracy_z"] == {"max": 4.0}
+
+
+def test_size_gate_is_the_smallest_cut_that_catches_every_noop():
+    from bench.calibrate_gates import min_detectable_size
+
+    rows = [item("noop", 10, 1.1, 0.50, 0.0), item("noop", 30, 2.0, 0.55, 0.0), item("noop", 100, 3.4, 0.55, 0.0),
+            item("noop", 1000, 10.7, 0.56, 0.0), item("retrain", 100, 0.4, 0.55, 0.0)]
+    assert min_detectable_size(rows, z_cut=3.0, auc_cut=0.6) == 100
+    assert min_detectable_size(rows, z_cut=5.0, auc_cut=0.6) == 1000

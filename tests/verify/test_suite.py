@@ -7,6 +7,7 @@ import math
 import pytest
 
 from tests.conftest import FORGET_CLASS
+from unlearn_ops.verify import check
 from unlearn_ops.verify.suite import GAP_KEYS, avg_gap, evaluate
 
 UNIT = {"forget_accuracy", "retain_accuracy", "test_accuracy", "retained_test_accuracy",
@@ -61,3 +62,14 @@ def test_evaluate_item_deletion_relearns_on_half_of_a_small_forget_set(tiny_mode
     assert "retained_test_accuracy" not in metrics
     assert 0.0 <= metrics["relearn_acc_2"] <= 1.0      # 40 forget samples: 20 relearn, 20 held out
     assert evaluate(tiny_model, item_splits, seed=0) == evaluate(tiny_model, item_splits, seed=0)
+
+
+def test_power_gates_apply_to_approximate_methods_only():
+    from unlearn_ops.methods import is_exact
+    from unlearn_ops.verify.gates import for_method
+
+    gates = {"forget_set_size": {"min": 100}, "mia_loss_auc": {"max": 0.6}}
+    assert is_exact("retrain") and not is_exact("finetune")
+    assert for_method(gates, exact=False) == gates
+    assert for_method(gates, exact=True) == {"mia_loss_auc": {"max": 0.6}}
+    assert check({"forget_set_size": 30.0, "mia_loss_auc": 0.5}, gates).failed == ["forget_set_size"]

@@ -59,6 +59,11 @@ METHODS: dict[str, ModuleType] = {
 TEST_ONLY = frozenset({"noop"})
 
 
+def is_exact(name: str) -> bool:
+    """Whether `name` is exact unlearning (its module sets `EXACT = True`: retraining without the data)."""
+    return bool(getattr(get_method(name), "EXACT", False))
+
+
 def get_method(name: str) -> ModuleType:
     if name not in METHODS:
         raise KeyError(f"unknown unlearning method {name!r}; registered: {sorted(METHODS)}")

@@ -18,6 +18,10 @@ from unlearn_ops.lm_training import LMTrainConfig, fit_lm
 from unlearn_ops.methods.base import UnlearnResult
 from unlearn_ops.models.lm import CausalLM, load_lm, resolve_dir, same_prefix
 
+# Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
+# to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
+EXACT = True
+
 
 @dataclass(frozen=True)
 class Config:

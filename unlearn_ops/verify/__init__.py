@@ -21,6 +21,9 @@ def production_metrics(model: nn.Module, splits: Splits, *, forget_classes: list
     previous champion's numbers (`reference_*`), passed in by the caller.
     """
     metrics = utility(model, splits, forget_classes)
+    # The population tests below have little power on a few samples (a gate reads this to refuse
+    # judging a forget set too small to tell a no-op from a retrain; see docs/verification.md).
+    metrics["forget_set_size"] = float(len(splits.forget))
     nonmember = matched_nonmembers(splits.forget, splits.nonmember)
     metrics.update(simple_mia(model, splits.forget, nonmember, seed=seed))
     metrics.update(accuracy_gap(model, splits.forget, nonmember))  # generalization-gap test (verify/gap.py)
