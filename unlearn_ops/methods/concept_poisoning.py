@@ -70,6 +70,10 @@ TRAINABLE = ("head", "last", "all")
 GRID_SCALE = 4  # the concept grid's patches are enlarged 4× by pixel repetition (row k = concept k)
 TEXT_POISON_MODES = ("localized", "random", "none")  # text: mask by LIG | mask at random | label only
 
+# Request kinds this method can serve: it forgets a class (or a concept group of texts), not chosen
+# samples — on a random item deletion it would poison the items' classes (benchmarks skip it there).
+REQUEST_KINDS: tuple[str, ...] = ("class", "concept")
+
 
 @dataclass(frozen=True)
 class Config:
