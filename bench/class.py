@@ -33,7 +33,11 @@ KEYS = ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy", "
         "forget_class_test_accuracy", "forgetting_rate", "mia_loss_auc", "feature_probe", "relearn_acc_0",
         "relearn_acc_1", "relearn_acc_3", "relearn_acc_10", "retained_test_accuracy_drop")
 RELEARN_STEPS = (1, 3, 10)
-RELEARN_FLAG = 0.3    # relearn_acc_10 this far above retrain's: the class was suppressed, not removed
+# relearn_acc_3 this far above retrain's: the class was suppressed, not removed. Three steps, as in
+# issue 5's relearning test: after 10 steps the retrained model relearns the class too (measured:
+# Fashion-MNIST class 0, retrain 0.0 at 3 steps vs 0.89 for logit_suppression), so 10 cannot tell.
+RELEARN_FLAG = 0.3
+RELEARN_FLAG_STEPS = 3
 PROBE_FLAG = 0.05     # feature-probe balanced accuracy this far above retrain's
 
 
@@ -88,14 +92,16 @@ def suppression_flags(cases: list[dict[str, Any]], methods: list[str]) -> dict[s
                 continue
             runs += 1
             m = row["metrics"]
-            relearn += int(m.get("relearn_acc_10", 0) - ref.get("relearn_acc_10", 0) >= RELEARN_FLAG)
+            key = f"relearn_acc_{RELEARN_FLAG_STEPS}"
+            relearn += int(m.get(key, 0) - ref.get(key, 0) >= RELEARN_FLAG)
             probe += int(m.get("feature_probe", 0) - ref.get("feature_probe", 0) >= PROBE_FLAG)
         out[name] = {"runs": runs, "relearn": relearn, "probe": probe}
     return out
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    s, methods, flags = payload["summary"], payload["methods"], payload["suppression_flags"]
+    s, methods = payload["summary"], payload["methods"]
+    flags = suppression_flags(payload["cases"], methods)   # recomputed, so a rerender follows the rule
     rows = []
     for name in ["original", compare.REFERENCE, *methods]:
         e = s.get(name, {})
@@ -129,7 +135,7 @@ def markdown(payload: dict[str, Any]) -> str:
             f"one measured when it was trained).\n"
             f"- Methods: {', '.join(f'`{n}`' for n in methods)}, params.yaml settings, seed = the run's.\n"
             f"- Gates: params.yaml `gates.class` = `{payload['gates']}`, original as previous champion.\n"
-            f"- Flags: relearn = `relearn_acc_10` ≥ retrain's + {RELEARN_FLAG}; probe = `feature_probe` ≥ "
+            f"- Flags: relearn = `relearn_acc_{RELEARN_FLAG_STEPS}` ≥ retrain's + {RELEARN_FLAG}; probe = `feature_probe` ≥ "
             f"retrain's + {PROBE_FLAG}.\n"
             f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}; {load_note(payload.get('load'))}; "
             f"wall-clock times depend on the load when each was measured (the cached retrain's too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of its schedule in the same "
