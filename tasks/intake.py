@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from prefect import task
 from tasks.validation import run_suite
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Entry, Ledger
-from unlearn_ops.requests import DeletionRequest, RequestError, parse_request, resolve
+from unlearn_ops.requests import REQUEST_ID_PATTERN, DeletionRequest, RequestError, parse_request, resolve
 
 log = logging.getLogger(__name__)
 REQUEST_SUFFIXES = (".json", ".yaml", ".yml")
@@ -45,7 +46,9 @@ def _claimed_id(document: str | dict) -> str | None:
         except yaml.YAMLError:
             return None
     rid = data.get("request_id") if isinstance(data, dict) else None
-    return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None
+    # only a well-formed ID is kept: anything else (e.g. lone surrogates YAML decodes from "\\ud800")
+    # could not even be stored; the ledger then names the document itself
+    return rid if isinstance(rid, str) and re.fullmatch(REQUEST_ID_PATTERN, rid) else None
 
 
 def record(ledger: Ledger, document: str | dict, source: str) -> tuple[Entry, DeletionRequest | None]:

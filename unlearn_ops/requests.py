@@ -32,10 +32,14 @@ def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex[:12]}"
 
 
+# What a request ID may look like: it names files and ledger rows, so plain ASCII only.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class DeletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    request_id: str = Field(default_factory=new_request_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    request_id: str = Field(default_factory=new_request_id, pattern=REQUEST_ID_PATTERN)
     model: str = Field(min_length=1, max_length=128)
     kind: Literal["samples", "subject", "class"]
     sample_ids: list[str] | None = None
