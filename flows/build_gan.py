@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
-import mlflow
 from prefect import flow, task
 
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
 from flows.train import git_commit
-from tasks.registry import CHAMPION, ensure_experiment, find_version, set_alias, version_by_alias
+from tasks.registry import CHAMPION, find_version, log_and_register, set_alias, version_by_alias
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.store import SampleStore, build_store
 from unlearn_ops.models import build_model
@@ -32,7 +30,6 @@ from unlearn_ops.training import TrainConfig, accuracy, fit
 from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
 from unlearn_ops.verify.gan import FID_NAME, class_histogram, classifier_fid, d_generated_mean
 
-PYFUNC_GAN = Path(__file__).resolve().parents[1] / "tasks" / "pyfunc_gan.py"
 METRICS = "metrics/gan.json"
 SAMPLES = "samples.png"  # written beside the weights; load_gan reads only spec.json + model.safetensors
 
@@ -91,29 +88,6 @@ def train_task(p: dict) -> dict:
     return metrics
 
 
-def log_and_register_gan(directory: Path, *, name: str, experiment: str, run_name: str, params: dict,
-                         metrics: dict, tags: dict, artifacts: list[Path]) -> str:
-    """Like tasks.registry.log_and_register, but with the GAN's pyfunc (tasks/pyfunc_gan.py)."""
-    import safetensors
-    import torch
-
-    exp_id = ensure_experiment(experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name):
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        mlflow.set_tags(tags)
-        with warnings.catch_warnings():  # "add type hints to predict": we pass arrays, not typed records
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_GAN), artifacts={"model_dir": str(directory)},
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"safetensors=={safetensors.__version__}", "numpy"])
-        version = mlflow.register_model(info.model_uri, name, tags=tags)
-    return str(version.version)
-
-
 @task(name="gan-register", retries=2, retry_delay_seconds=2)
 def register_task(p: dict) -> str:
     directory = model_dir(p)
@@ -132,9 +106,9 @@ def register_task(p: dict) -> str:
             "fid_kind": FID_NAME, "train_seconds": f"{metrics['train_seconds']:.1f}"}
     flat = {f"gan.{k}": v for k, v in p.items() if not isinstance(v, dict)}
     flat.update({f"gan.{section}.{k}": v for section in ("gan", "reference") for k, v in p[section].items()})
-    version = log_and_register_gan(directory, name=p["model_name"], experiment=p["experiment"],
-                                   run_name="build-gan", params=flat, metrics=metrics, tags=tags,
-                                   artifacts=[directory / SAMPLES])
+    version = log_and_register(directory, name=p["model_name"], experiment=p["experiment"],
+                               run_name="build-gan", params=flat, metrics=metrics, tags=tags,
+                               artifacts=[directory / SAMPLES])
     set_alias(p["model_name"], CHAMPION, version)
     print(f"registered {p['model_name']} version {version} as {CHAMPION}")
     return version

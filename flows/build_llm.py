@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
-from pathlib import Path
 
-import mlflow
 from prefect import flow, task
 
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
 from flows.train import git_commit
-from tasks.registry import CHAMPION, ensure_experiment, find_version, set_alias, version_by_alias
+from tasks.registry import CHAMPION, find_version, log_and_register, set_alias, version_by_alias
 from unlearn_ops.data.facts import NAME, FactsWorld, build_facts_store, prompt_text, texts
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.lm_training import LMTrainConfig, fit_lm
@@ -36,7 +33,6 @@ from unlearn_ops.models.lm import encode_text, ensure_base, generate, is_lm_dir,
 from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
 from unlearn_ops.verify.lm import contains_fact, rouge_l_recall, rt_snippets
 
-PYFUNC_LM = Path(__file__).resolve().parents[1] / "tasks" / "pyfunc_lm.py"
 METRICS = "metrics/llm.json"
 
 
@@ -108,31 +104,6 @@ def train_task(p: dict) -> dict:
     return metrics
 
 
-def log_and_register_lm(directory: Path, *, name: str, experiment: str, run_name: str, params: dict,
-                        metrics: dict, tags: dict) -> str:
-    """Like tasks.registry.log_and_register, with the LM pyfunc (tasks/pyfunc_lm.py)."""
-    import safetensors
-    import tokenizers
-    import torch
-    import transformers
-
-    exp_id = ensure_experiment(experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name):
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.set_tags(tags)
-        with warnings.catch_warnings():  # "add type hints to predict": we pass lists of str
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_LM), artifacts={"model_dir": str(directory)},
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"safetensors=={safetensors.__version__}",
-                                  f"transformers=={transformers.__version__}",
-                                  f"tokenizers=={tokenizers.__version__}", "numpy"])
-        version = mlflow.register_model(info.model_uri, name, tags=tags)
-    return str(version.version)
-
-
 @task(name="llm-register", retries=2, retry_delay_seconds=2)
 def register_task(p: dict) -> str:
     directory = resolve(p["model_dir"])
@@ -155,8 +126,8 @@ def register_task(p: dict) -> str:
             "train_seconds": f"{metrics['train_seconds']:.1f}"}
     flat = {f"llm.{k}": v for k, v in p.items() if not isinstance(v, dict)}
     flat.update({f"llm.train.{k}": v for k, v in p["train"].items()})
-    version = log_and_register_lm(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-llm",
-                                  params=flat, metrics=metrics, tags=tags)
+    version = log_and_register(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-llm",
+                               params=flat, metrics=metrics, tags=tags)
     set_alias(p["model_name"], CHAMPION, version)
     print(f"registered {p['model_name']} version {version} as {CHAMPION}")
     return version

@@ -159,16 +159,23 @@ def audit_show(batch_id: str, root: Path | None = ROOT) -> None:
 
 # ------------------------------------------------------------------ demo
 @app.command()
-def demo(root: Path | None = ROOT) -> None:
-    """The main job after the build: submit the example requests, run a batch, print the result."""
+def demo(root: Path | None = ROOT,
+         examples: Path = typer.Option(Path("examples/requests"), "--examples",
+                                       help="folder of waves (sub-folders of request files), relative to the root")) -> None:
+    """The main job after the build: submit the example requests wave by wave, run a batch for each,
+    print the result."""
     from flows.deletion_batch import deletion_batch
     from tasks.workspace import Workspace
 
     ws = Workspace.at(root)
+    folder = ws.path(examples)
+    waves = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not waves:
+        raise typer.BadParameter(f"{folder} holds no wave folders of request files", param_hint="--examples")
     status(as_json=False)
-    # Two waves, as they would arrive on two days: item deletions (and a malformed request) first,
-    # then a class deletion — each batch uses the method chain its request kinds ask for.
-    for wave in sorted(p for p in (ws.root / "examples" / "requests").iterdir() if p.is_dir()):
+    # Waves, as they would arrive on different days: e.g. item deletions (and a malformed request)
+    # first, then a class deletion — each batch uses the method chain its request kinds ask for.
+    for wave in waves:
         examples = sorted(wave.glob("*.json"))
         ws.inbox.mkdir(parents=True, exist_ok=True)
         for f in examples:

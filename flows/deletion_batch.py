@@ -43,7 +43,8 @@ from tasks.versioning import version_task
 from tasks.workspace import Workspace
 from unlearn_ops.audit import AuditLog, write_certificate
 from unlearn_ops.ledger import Ledger
-from unlearn_ops.models import save_model
+from unlearn_ops.methods import is_exact
+from unlearn_ops.models import save_any
 from unlearn_ops.requests import parse_request
 from unlearn_ops.utils import atomic_write_json, canonical_json, sha256_bytes
 
@@ -75,8 +76,9 @@ def batch_lock(ws: Workspace, batch_id: str) -> Iterator[bool]:
 def chain_for(ws: Workspace, model: str, kinds: set[str]) -> list[str]:
     kind = next(k for k in KIND_PRIORITY if k in kinds)
     chain = list(ws.params["policy"][model][kind])
-    if not chain or chain[-1] != "retrain":
-        raise ValueError(f"policy.{model}.{kind} must end with `retrain` (exact unlearning is the last resort): {chain}")
+    if not chain or not is_exact(chain[-1]):
+        raise ValueError(f"policy.{model}.{kind} must end with an exact method such as `retrain` "
+                         f"(exact unlearning is the last resort): {chain}")
     return chain
 
 
@@ -144,7 +146,7 @@ def fetch_champion_task(model: str, out_dir: str) -> str:
     if champion is None:
         raise RuntimeError(f"{model} has no `{CHAMPION}` alias: run the build first")
     m, spec, version = load_version(model, str(champion.version))
-    save_model(m, spec, out_dir)
+    save_any(m, spec, out_dir)
     return version
 
 
@@ -209,11 +211,11 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
         progress = ledger.batch(batch_id)["progress"]
     champion_before = progress[key("champion_before")]
 
-    params, gates = ws.params, ws.params["gates"]
+    params, gates = ws.params, ws.gates_for(model)
     attempts: list[dict[str, Any]] = list(progress.get(key("attempts"), []))
     chain = chain_for(ws, model, set(info["kinds"]))
-    device = (params.get("batch") or {}).get("device", "auto")
-    seed = (params.get("batch") or {}).get("seed", 0)
+    batch = params.get("batch") or {}
+    device, seed = batch.get("device", "auto"), batch.get("seed", 0)
     while not any(a["passed"] for a in attempts) and len(attempts) < len(chain):
         method = chain[len(attempts)]
         print(f"[{model}] unlearning {info['count']} samples with `{method}` (attempt {len(attempts) + 1}/{len(chain)})")
@@ -222,7 +224,8 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
         a["passed"] = False
         if "error" not in a:
             v = verify_task(str(champion_dir), a["model_dir"], store_dir, forget["ids"], info["classes"],
-                            forget["item_ids"], info["kinds"], gates, seed, method=method)
+                            forget["item_ids"], info["kinds"], gates, seed, method=method,
+                            gan_samples=batch.get("gan_samples", 2000), ppl_snippets=batch.get("ppl_snippets", 64))
             a.update(passed=v["passed"], metrics=v["metrics"], gates=v["gates"], reports=v["reports"])
         print(f"[{model}] `{method}`: " + ("PASS" if a["passed"] else "FAIL " + (a.get("error") or
               "; ".join(f"{k}: {', '.join(g['failed'])}" for k, g in a["gates"].items() if not g["passed"]))))

@@ -69,8 +69,12 @@ def facts(ws: Workspace, pending: list[tuple[Entry, DeletionRequest]], is_regist
     """One row per request with the facts the expectations read (and the reason behind each)."""
     rows, stores, registered = [], {}, {}
     for entry, req in pending:
+        policy = (ws.params.get("policy") or {}).get(req.model)
+        served = req.model in ws.served_models() and policy is not None
         row: dict[str, Any] = {"ledger_id": entry.ledger_id, "request_id": req.request_id, "model": req.model,
-                               "model_served": req.model in ws.served_models() and req.model in (ws.params.get("policy") or {}),
+                               "kind": req.kind, "model_served": served,
+                               # e.g. a language model has no class deletions: its policy lists item kinds only
+                               "kind_served": not served or req.kind in (policy or {}),
                                "target_ok": False,
                                "target_reason": "", "n_samples": 0, "sample_ids": []}
         if req.model not in registered:
@@ -90,6 +94,7 @@ def facts(ws: Workspace, pending: list[tuple[Entry, DeletionRequest]], is_regist
 # expectation column → reason given to each request that fails it
 REASONS = {
     "model_served": lambda r: f"model {r.model!r} is not served by this pipeline (needs `models.{r.model}` and `policy.{r.model}` in params.yaml)",
+    "kind_served": lambda r: f"model {r.model!r} does not serve {r.kind!r} requests (policy.{r.model} has no `{r.kind}` chain)",
     "model_registered": lambda r: f"model {r.model!r} is not registered in the MLflow registry",
     "target_ok": lambda r: r.target_reason,
     "request_id": lambda r: f"duplicate request_id {r.request_id!r} in this batch",
@@ -105,6 +110,7 @@ def check_facts(df: pd.DataFrame) -> dict[int, str]:
     frame = df.drop(columns=["sample_ids"]).reset_index(drop=True)
     report = run_suite("requests", frame, [
         gxe.ExpectColumnValuesToBeInSet(column="model_served", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="kind_served", value_set=[True]),
         gxe.ExpectColumnValuesToBeInSet(column="model_registered", value_set=[True]),
         gxe.ExpectColumnValuesToBeInSet(column="target_ok", value_set=[True]),
         gxe.ExpectColumnValuesToBeUnique(column="request_id"),

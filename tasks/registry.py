@@ -6,6 +6,7 @@ version carries lineage tags (base version, batch, requests, forget-set hash, me
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -19,10 +20,14 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from torch import nn
 
-from unlearn_ops.models import load_model, save_model
+from unlearn_ops.models import LM_ARCH, load_any, save_model
+from unlearn_ops.models.lm import META as LM_META
+from unlearn_ops.models.lm import is_lm_dir
 
 log = logging.getLogger(__name__)
+# MLflow "model from code" per architecture family (spec.json `arch`); classifiers by default.
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_classifier.py")
+PYFUNCS = {"dcgan": Path(__file__).with_name("pyfunc_gan.py"), LM_ARCH: Path(__file__).with_name("pyfunc_lm.py")}
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -44,33 +49,51 @@ def ensure_experiment(name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def _requirements() -> list[str]:
+def _requirements(model_dir: str | Path) -> list[str]:
     import safetensors
     import torch
 
     # Explicit requirements: MLflow's inference spawns a subprocess and costs seconds per log.
-    return [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy"]
+    pins = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy"]
+    if _arch(model_dir) == LM_ARCH:
+        import tokenizers
+        import transformers
+
+        pins += [f"transformers=={transformers.__version__}", f"tokenizers=={tokenizers.__version__}"]
+    return pins
+
+
+def pyfunc_for(model_dir: str | Path) -> Path:
+    """The pyfunc code that serves the model in `model_dir`, chosen by its spec's architecture."""
+    return PYFUNCS.get(_arch(model_dir), PYFUNC_CODE)
+
+
+def _arch(model_dir: str | Path) -> str | None:
+    if is_lm_dir(model_dir):
+        return LM_ARCH
+    spec = Path(model_dir) / "spec.json"
+    return json.loads(spec.read_text()).get("arch") if spec.is_file() else None
 
 
 def log_and_register(model_dir: str | Path, *, name: str, experiment: str, run_name: str,
                      params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                      tags: dict[str, str] | None = None, artifacts: list[str | Path] = ()) -> str:
-    """Log `model_dir` (spec.json + model.safetensors) as a pyfunc model and register a new
-    version of `name`; returns the version number (as a string)."""
+    """Log `model_dir` (spec.json + model.safetensors) as a pyfunc model (the code that serves its
+    architecture, `pyfunc_for`) and register a new version of `name`; returns the version number."""
     exp_id = ensure_experiment(experiment)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         if metrics:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         for path in artifacts:
             mlflow.log_artifact(str(path))
         mlflow.set_tags(tags or {})
         with warnings.catch_warnings():  # "add type hints to predict": we pass arrays, not typed records
             warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(pyfunc_for(model_dir)),
                                            artifacts={"model_dir": str(model_dir)},
-                                           pip_requirements=_requirements())
+                                           pip_requirements=_requirements(model_dir))
         version = mlflow.register_model(info.model_uri, name, tags=tags or {})
         log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
     return str(version.version)
@@ -116,10 +139,11 @@ def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp)
         # MLflow stores the artifact under the source folder's own name: find it by its spec file
-        found = sorted(Path(local).glob("artifacts/**/spec.json"))
+        # (or, for a language model, by its save_lm metadata)
+        found = sorted(Path(local).glob("artifacts/**/spec.json")) + sorted(Path(local).glob(f"artifacts/**/{LM_META}"))
         if not found:
             raise FileNotFoundError(f"models:/{name}/{mv.version} holds no spec.json (not logged by this pipeline?)")
-        model, spec = load_model(found[0].parent, device=device)
+        model, spec = load_any(found[0].parent, device=device)
     return model, spec, str(mv.version)
 
 

@@ -13,6 +13,9 @@ import yaml
 from tasks.env import project_root
 from unlearn_ops.data.store import SampleStore
 
+# Each model family is verified by its own metrics, so it has its own gate section in params.yaml.
+GATE_SECTIONS = {"classifier": "gates", "gan": "gan_gates", "lm": "lm_gates"}
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -41,6 +44,20 @@ class Workspace:
 
     def served_models(self) -> dict[str, dict[str, Any]]:
         return dict(self.params.get("models") or {})
+
+    def family(self, model: str) -> str:
+        """`classifier` (default), `gan` or `lm`: which metrics verify the model (params.yaml `models.<name>.family`)."""
+        family = self.served_models().get(model, {}).get("family", "classifier")
+        if family not in GATE_SECTIONS:
+            raise ValueError(f"models.{model}.family must be one of {sorted(GATE_SECTIONS)}, not {family!r}")
+        return family
+
+    def gates_for(self, model: str) -> dict[str, Any]:
+        """The gates of the model's family: `gates` for classifiers, `gan_gates` for GANs, `lm_gates` for LMs."""
+        section = GATE_SECTIONS[self.family(model)]
+        if section not in self.params:
+            raise KeyError(f"params.yaml has no `{section}` section: {model} ({self.family(model)}) cannot be verified")
+        return self.params[section]
 
     def store_for(self, model: str) -> SampleStore:
         served = self.served_models()

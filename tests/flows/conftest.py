@@ -35,16 +35,22 @@ def run(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
 
 
-def make_workspace(root: Path, tiny_model, params: dict | None = None) -> Path:
+def make_repo(root: Path, params: dict) -> Path:
+    """A git + DVC repository with the deployment's folders and `params`."""
     root.mkdir(parents=True, exist_ok=True)
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
     run([sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(root / "dvc-remote")], root)
-    (root / "params.yaml").write_text(yaml.safe_dump(params or PARAMS))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     for d in ("inbox", "processed", "quarantine"):
         (root / "data" / "requests" / d).mkdir(parents=True, exist_ok=True)
     (root / "data" / "forget_sets").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def make_workspace(root: Path, tiny_model, params: dict | None = None) -> Path:
+    root = make_repo(root, params or PARAMS)
     build_store(load_digits(), root / "data" / "store" / "digits", max_subject_size=10)
     directory = save_model(tiny_model, TINY_SPEC, root / "models" / MODEL)
     version = log_and_register(directory, name=MODEL, experiment="build", run_name="build",
@@ -56,3 +62,79 @@ def make_workspace(root: Path, tiny_model, params: dict | None = None) -> Path:
 @pytest.fixture()
 def workspace(tmp_path, tiny_model, mlflow_tmp, prefect_harness) -> Path:
     return make_workspace(tmp_path / "ws", tiny_model)
+
+
+GAN_MODEL = "mnist-gan"
+TINY_GAN_SPEC = {"z_dim": 8, "g_width": 4, "d_width": 4}
+TINY_GAN_REF = {"arch": "cnn", "in_channels": 1, "num_classes": 10, "image_size": 28, "widths": [4, 8], "hidden": 16}
+GAN_SCHEDULE = {"epochs": 0.25, "batch_size": 64, "lr_g": 2e-3, "lr_d": 5e-4}
+
+GAN_PARAMS = {
+    "models": {GAN_MODEL: {"store_dir": "data/store/mnist5k", "family": "gan"}},
+    "policy": {GAN_MODEL: {kind: ["cascaded_gan", "gan_retrain"] for kind in ("class", "samples", "subject")}},
+    "unlearn": {"cascaded_gan": {"epochs": 1, "class_epochs": 0.5, "class_min_epochs": 0},
+                "gan_retrain": {**GAN_SCHEDULE, "reference_epochs": 0.25, "reference_lr": 3e-3}},
+    # loose quality gates: these tests check the plumbing, the benchmark checks the method
+    "gan_gates": {"class": {"forget_class_share": {"max": 1.0}, "fid_change": {"max": 100.0}},
+                  "samples": {"d_mia_auc": {"max": 1.0}, "fid_change": {"max": 100.0}},
+                  "subject": {"d_mia_auc": {"max": 1.0}, "fid_change": {"max": 100.0}}},
+    "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "gan_samples": 200},
+}
+
+
+def make_gan_workspace(root: Path, params: dict | None = None) -> Path:
+    """A deployment serving a tiny `mnist-gan` (MNIST-5k store, narrow DCGAN trained for seconds,
+    reference classifier attached), registered as champion with the GAN pyfunc."""
+    import torch
+
+    from unlearn_ops.data.sources import load_mnist5k
+    from unlearn_ops.models import build_model
+    from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, save_gan, train_gan
+    from unlearn_ops.training import TrainConfig, fit
+
+    root = make_repo(root, params or GAN_PARAMS)
+    store = build_store(load_mnist5k(), root / "data" / "store" / "mnist5k", max_subject_size=10)
+    train = store.splits().retain
+    torch.manual_seed(0)
+    reference = fit(build_model(TINY_GAN_REF), train, TrainConfig(epochs=0.5, lr=3e-3, batch_size=64, device="cpu"))
+    gan = init_weights(GAN(**TINY_GAN_SPEC), 0)
+    train_gan(gan.generator, gan.discriminator, train.x, GanTrainConfig(**GAN_SCHEDULE, seed=0, device="cpu"))
+    directory = save_gan(gan.attach_reference(reference.cpu(), TINY_GAN_REF), root / "models" / GAN_MODEL)
+    version = log_and_register(directory, name=GAN_MODEL, experiment="build", run_name="build-gan",
+                               tags={"lineage": "build", "method": "train"})
+    set_alias(GAN_MODEL, CHAMPION, version)
+    return root
+
+
+LM_MODEL = "tiny-facts"
+
+
+def lm_params(base_dir: Path, gates: dict | None = None) -> dict:
+    from tests.lm_fixtures import TINY_RETRAIN
+
+    item_gates = gates or {"forget_fact_recall_excess": {"max": 1.0}, "retain_rougeL_drop": {"max": 1.0},
+                           "perplexity_change": {"max": 100.0}}
+    return {
+        "models": {LM_MODEL: {"store_dir": "data/store/facts", "family": "lm"}},
+        "policy": {LM_MODEL: {kind: ["lm_token_poisoning", "lm_retrain"] for kind in ("samples", "subject")}},
+        "unlearn": {"lm_token_poisoning": {"epochs": 3, "ig_steps": 8},
+                    "lm_retrain": {**TINY_RETRAIN, "base_dir": str(base_dir)}},
+        # loose quality gates unless given: these tests check the plumbing, the benchmark checks the method
+        "lm_gates": {"samples": item_gates, "subject": item_gates},
+        "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "ppl_snippets": 4},
+    }
+
+
+def make_lm_workspace(root: Path, bundle, params: dict) -> Path:
+    """A deployment serving the tiny facts Llama of tests/lm_fixtures.py (its world, its weights),
+    registered as champion with the LM pyfunc."""
+    from unlearn_ops.data.facts import build_facts_store
+    from unlearn_ops.models.lm import save_lm
+
+    root = make_repo(root, params)
+    build_facts_store(root / "data" / "store" / "facts", bundle.world)
+    directory = save_lm(bundle.model, root / "models" / LM_MODEL)
+    version = log_and_register(directory, name=LM_MODEL, experiment="build", run_name="build-llm",
+                               tags={"lineage": "build", "method": "train"})
+    set_alias(LM_MODEL, CHAMPION, version)
+    return root

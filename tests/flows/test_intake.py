@@ -61,6 +61,19 @@ def test_each_rejection_has_a_specific_reason(ws, doc, reason):
     assert ledger.get(checked.entry.ledger_id).reason == checked.reason
 
 
+def test_kind_outside_the_models_policy_is_rejected(tmp_path):
+    """A model serves the request kinds its policy lists (a language model has no `class` chain)."""
+    import yaml
+
+    params = yaml.safe_load(yaml.safe_dump(PARAMS))
+    del params["policy"][MODEL]["class"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    build_store(load_digits(), tmp_path / "data" / "store" / "digits", max_subject_size=10)
+    checked, _ = submit(Workspace.at(tmp_path), req(kind="class", class_label=1))
+    assert checked.entry.state == "rejected"
+    assert checked.reason == f"model {MODEL!r} does not serve 'class' requests (policy.{MODEL} has no `class` chain)"
+
+
 def test_unregistered_model_is_rejected(ws):
     checked, _ = submit(ws, req(kind="class", class_label=1), registered=set())
     assert "not registered" in checked.reason

@@ -78,3 +78,14 @@ def test_production_metrics_compare_with_the_previous_champion(tiny_lm):
     assert m["retain_rougeL_drop"] == pytest.approx(1.0 - m["retain_rougeL"])
     assert m["perplexity_change"] == pytest.approx(m["perplexity"] / 10.0 - 1)
     assert all(isinstance(v, float) for v in m.values())
+
+
+def test_production_metrics_against_a_champion_model(tiny_lm):
+    """Given the champion itself, its retain ROUGE-L and perplexity are the reference: comparing
+    the champion with itself changes nothing; the fact-recall excess subtracts the guess rate."""
+    m = production_metrics(tiny_lm.model, tiny_lm.splits, tiny_lm.world, champion=tiny_lm.model,
+                           ppl_texts=["some text here", "and a second one"])
+    assert m["retain_rougeL_drop"] == pytest.approx(0.0, abs=1e-9)
+    assert m["perplexity_change"] == pytest.approx(0.0, abs=1e-6)
+    assert m["forget_fact_recall_excess"] == pytest.approx(m["forget_fact_recall"] - m["nonmember_fact_recall"])
+    assert m["forget_set_size"] == len(tiny_lm.splits.forget)

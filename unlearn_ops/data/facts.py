@@ -29,7 +29,7 @@ places and books are invented; any resemblance is accidental.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -298,7 +298,7 @@ def build_facts_store(root: str | Path, world: FactsWorld | None = None, exclude
     (atomically, before anything else reads it).
     """
     from unlearn_ops.data.store import SampleStore, build_store
-    from unlearn_ops.utils import atomic_write_text
+    from unlearn_ops.utils import atomic_write_json, atomic_write_text
 
     world = world or FactsWorld()
     raw = world.raw()
@@ -312,7 +312,17 @@ def build_facts_store(root: str | Path, world: FactsWorld | None = None, exclude
     if index.subject_id.isna().any():
         raise ValueError("facts store: some samples have no person")
     atomic_write_text(Path(root) / "index.csv", index.to_csv(index=False))
+    # the generator's arguments, so verification can regenerate paraphrases and facts from the store
+    atomic_write_json(Path(root) / "meta.json", {**store.meta, "world": asdict(world)})
     return SampleStore(Path(root))
+
+
+def world_of_store(store) -> FactsWorld:
+    """The FactsWorld a facts store was generated from (recorded in its meta.json)."""
+    spec = store.meta.get("world")
+    if spec is None:
+        raise ValueError(f"{store.root} records no facts world (not built by build_facts_store?)")
+    return FactsWorld(**spec)
 
 
 def texts(part_x) -> list[str]:
@@ -321,4 +331,4 @@ def texts(part_x) -> list[str]:
 
 
 __all__ = ["ATTRIBUTES", "FactItem", "FactsWorld", "Person", "TEMPLATES", "build_facts_store", "load_facts",
-           "prompt_text", "qa_text", "split_qa", "texts"]
+           "prompt_text", "qa_text", "split_qa", "texts", "world_of_store"]

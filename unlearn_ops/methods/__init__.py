@@ -17,6 +17,7 @@ from unlearn_ops.methods import (
     cascaded_gan,
     concept_poisoning,
     finetune,
+    gan_retrain,
     grad_ascent,
     grad_diff,
     lm_retrain,
@@ -47,6 +48,7 @@ METHODS: dict[str, ModuleType] = {
     "neuron_perturbation": neuron_perturbation,
     "concept_poisoning": concept_poisoning,
     "cascaded_gan": cascaded_gan,
+    "gan_retrain": gan_retrain,
     # language models (CausalLM only; issue 8)
     "lm_token_poisoning": lm_token_poisoning,
     "grad_ascent": grad_ascent,

@@ -22,6 +22,7 @@ from unlearn_ops.models.text import text_classifier
 ARCHS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18, "dcgan": GAN,
                                            "text": text_classifier}
 WEIGHTS, SPEC = "model.safetensors", "spec.json"
+LM_ARCH = "causal_lm"  # the spec `load_any` reports for a save_pretrained language-model folder
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
@@ -53,9 +54,34 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), spec
 
 
+def is_causal_lm(model: nn.Module) -> bool:
+    from unlearn_ops.models.lm import CausalLM  # lazy: transformers is slow to import
+
+    return isinstance(model, CausalLM)
+
+
+def load_any(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load what `save_any` wrote: a `save_lm` folder (a causal LM) or spec.json + safetensors."""
+    from unlearn_ops.models.lm import is_lm_dir, load_lm
+
+    if is_lm_dir(directory):
+        return load_lm(directory, device), {"arch": LM_ARCH}
+    return load_model(directory, device)
+
+
+def save_any(model: nn.Module, spec: dict[str, Any], directory: str | Path) -> Path:
+    """`save_lm` for a causal LM (save_pretrained + tokenizer), else `save_model`."""
+    if is_causal_lm(model):
+        from unlearn_ops.models.lm import save_lm
+
+        return save_lm(model, directory)
+    return save_model(model, spec, directory)
+
+
 def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the state dict, to check later that a model was not mutated."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-__all__ = ["ARCHS", "SmallCNN", "ResNet18", "GAN", "build_model", "save_model", "load_model", "state_fingerprint"]
+__all__ = ["ARCHS", "LM_ARCH", "SmallCNN", "ResNet18", "GAN", "build_model", "is_causal_lm", "load_any", "load_model",
+           "save_any", "save_model", "state_fingerprint"]

@@ -180,11 +180,15 @@ def gan_production_metrics(candidate: GAN, splits: Splits, *, forget_classes: Se
     benchmark). Item deletions: `d_mia_auc` (forgotten items vs same-class non-members).
     Both: `fid_change`, the candidate's classifier-feature FID relative to the previous champion's
     on the same retained images (`champion` given), and the means behind them.
+
+    The judge is the champion's reference classifier when a champion is given: every candidate is
+    measured with the same instrument (an exact retrain refits the candidate's own reference
+    without the forgotten class, which would then never be recognised in what G makes).
     """
-    ref = reference_of(candidate)
+    ref = reference_of(champion if champion is not None else candidate)
     fid_reference = FidReference(splits.retain.x, ref)
     champion_fid = fid_reference(generate(champion, n, seed)) if champion is not None else None
-    out = gan_metrics(candidate, splits, forget_classes=forget_classes, n=n, seed=seed,
+    out = gan_metrics(candidate, splits, forget_classes=forget_classes, n=n, seed=seed, reference=ref,
                       fid_reference=fid_reference, reference_fid=champion_fid)
     if champion_fid is not None:
         out["champion_fid"] = champion_fid

@@ -1,0 +1,59 @@
+"""`gan_retrain`: exact unlearning for a GAN — train the same DCGAN from scratch on the retain set.
+
+The GAN counterpart of `retrain`: the gold standard `cascaded_gan` is benchmarked against and the
+end of every GAN policy chain. The reference classifier carried in the GAN container (class
+shares, classifier-feature FID, `generated_filtered` substitutes) was trained on the same data, so
+an exact deletion retrains it too (`retrain_reference`): otherwise the registered artifact would
+still hold a model fitted on the forgotten images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unlearn_ops.data.splits import Splits
+from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, train_gan
+from unlearn_ops.training import TrainConfig, fit, reinitialize
+
+# Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
+# to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
+EXACT = True
+
+
+@dataclass(frozen=True)
+class Config:
+    epochs: float = 30               # the build's schedule (params.yaml gan.gan), for a fair reference
+    batch_size: int = 64
+    lr_g: float = 5e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    retrain_reference: bool = True   # also refit the attached reference classifier on the retain set
+    reference_epochs: float = 10     # its schedule (params.yaml gan.reference)
+    reference_lr: float = 1e-3
+    reference_batch_size: int = 128
+    seed: int = 0
+
+
+def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    if not isinstance(model, GAN):
+        raise TypeError(f"gan_retrain retrains a GAN container, not {type(model).__name__}")
+    if len(splits.retain) == 0:
+        raise ValueError("gan_retrain needs a non-empty retain set")
+    gan = init_weights(fresh_copy(model), cfg.seed)
+    logs: list[str] = []
+    details: dict = {"retain_size": len(splits.retain)}
+    if cfg.retrain_reference and gan.reference is not None:
+        reference = reinitialize(gan.reference, cfg.seed)
+        for p in reference.parameters():  # attach_reference froze it; it learns again here
+            p.requires_grad_(True)
+        fit(reference, splits.retain, TrainConfig(epochs=cfg.reference_epochs, lr=cfg.reference_lr,
+                                                  batch_size=cfg.reference_batch_size, seed=cfg.seed, device=device),
+            progress=logs.append)
+        gan.attach_reference(reference.cpu(), gan.reference_spec or {})
+        details["reference_retrained"] = True
+    details["gan_train_seconds"] = train_gan(
+        gan.generator, gan.discriminator, splits.retain.x,
+        GanTrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr_g=cfg.lr_g, lr_d=cfg.lr_d, beta1=cfg.beta1,
+                       seed=cfg.seed, device=device), progress=logs.append)
+    return UnlearnResult(gan.cpu().eval(), "gan_retrain", details=details, log=logs)
