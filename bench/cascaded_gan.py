@@ -204,6 +204,42 @@ def summarize(rows: list[dict]) -> tuple[list[dict], dict[str, bool]]:
     return out, verdicts
 
 
+# Production gates (params.yaml `gan_gates`) calibrated like the classifier's (bench/calibrate_gates.py):
+# the exact method must pass every seed, so a threshold is the retrained GANs' worst value + a margin.
+GATE_MARGIN = {"d_mia_auc": 0.05, "fid_change": 0.05, "forget_class_share": 0.01}
+
+
+def _round_up(x: float, step: float = 0.01) -> float:
+    return float(np.ceil(x / step - 1e-9) * step)
+
+
+def gate_proposal(rows: list[dict]) -> dict[str, dict]:
+    """Per gate: the values of the retrained GAN (must pass), the original (a no-op: should fail)
+    and the unlearned one across seeds, and the proposed threshold."""
+    def values(model: str, metric: str, mode: str | None) -> list[float]:
+        out = []
+        for r in rows:
+            if mode is not None and r["mode"] != mode:
+                continue
+            if metric == "fid_change":
+                out.append(r[model]["fid"] / r["original"]["fid"] - 1)
+            elif metric in r[model]:
+                out.append(r[model][metric])
+        return out
+
+    gates = {}
+    for kind, metric, mode in (("items", "d_mia_auc", "item"), ("items", "fid_change", "item"),
+                               ("class", "forget_class_share", "class"), ("class", "fid_change", "class")):
+        retrained = values("retrained", metric, mode)
+        if not retrained:
+            continue
+        gates[f"{kind}.{metric}"] = {
+            "retrained": retrained, "original": values("original", metric, mode),
+            "unlearned": values("unlearned", metric, mode),
+            "max": _round_up(max(retrained) + GATE_MARGIN[metric])}
+    return gates
+
+
 def markdown(payload: dict, summary: list[dict], verdicts: dict[str, bool], argv: list[str]) -> str:
     rows_speed = [[s["scenario"], s["n"], s["seeds"], fmt(s["unlearn_s"], 2), fmt(s["retrain_s"], 1),
                    fmt(s["speedup"], 0), fmt(s["unlearn_cpu_s"], 2), fmt(s["retrain_cpu_s"], 1),
@@ -243,6 +279,24 @@ def markdown(payload: dict, summary: list[dict], verdicts: dict[str, bool], argv
                         "retrained (kept classes)"], rows_ds) + "\n",
               "## Targets\n", md_table(["target", "met"], [[k, "yes" if v else "**no**"] for k, v in verdicts.items()])
               + "\n"]
+    proposal = payload.get("gate_proposal") or {}
+    if proposal:
+        def span(v: list[float]) -> str:
+            return f"{min(v):.3f} – {max(v):.3f}" if v else "-"
+
+        def fails(v: list[float], hi: float) -> str:
+            return f"{sum(x > hi for x in v)}/{len(v)}" if v else "-"
+
+        lines += ["## Production gates (params.yaml `gan_gates`)\n",
+                  "Calibrated like the classifier gates: a threshold is the retrained GANs' worst value over every "
+                  f"seed and scenario plus a margin ({GATE_MARGIN}), so the exact fallback `gan_retrain` passes. "
+                  "`original` (the GAN before unlearning) stands for a no-op: the runs it would pass show what the "
+                  "gate cannot tell apart.\n",
+                  md_table(["gate", "retrained (range)", "original (range)", "unlearned (range)", "proposed max",
+                            "original runs failing", "unlearned runs failing"],
+                           [[k, span(g["retrained"]), span(g["original"]), span(g["unlearned"]), f"{g['max']:.2f}",
+                             fails(g["original"], g["max"]), fails(g["unlearned"], g["max"])]
+                            for k, g in proposal.items()]) + "\n"]
     return "\n".join(lines)
 
 
@@ -259,7 +313,8 @@ def merge(files: list[Path], out_dir: Path, argv: list[str]) -> dict:
     payload = {k: parts[0][k] for k in keys + ("reference_test_accuracy",)}
     payload["rows"] = [row for part in parts for row in part["rows"]]
     summary, verdicts = summarize(payload["rows"])
-    payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "merged_from": [str(f) for f in files],
+    payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts,
+                    "gate_proposal": gate_proposal(payload["rows"]), "merged_from": [str(f) for f in files],
                     "seconds": sum(part["seconds"] for part in parts), "argv": argv,
                     "runs": [{"argv": part["argv"], "machine": part["machine"]} for part in parts]})
     write_results(NAME, payload, markdown(payload, summary, verdicts, argv), out_dir)
@@ -300,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
                   checkpoint=checkpoint)
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
+                    "gate_proposal": gate_proposal(payload["rows"]),
                     "threads": args.threads,
                     "seconds": time.perf_counter() - start, "argv": argv})
     write_results(NAME, payload, markdown(payload, summary, verdicts, argv), out_dir)

@@ -21,7 +21,7 @@ from prefect import flow, task
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
 from flows.train import git_commit
-from tasks.registry import CHAMPION, find_version, log_and_register, set_alias, version_by_alias
+from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.store import SampleStore, build_store
 from unlearn_ops.models import build_model
@@ -92,11 +92,8 @@ def train_task(p: dict) -> dict:
 def register_task(p: dict) -> str:
     directory = model_dir(p)
     weights_hash = sha256_file(directory / "model.safetensors")
-    existing = find_version(p["model_name"], "weights_sha256", weights_hash)
+    existing = registered_build(p["model_name"], weights_hash)
     if existing:
-        if version_by_alias(p["model_name"], CHAMPION) is None:
-            set_alias(p["model_name"], CHAMPION, existing)
-        print(f"{p['model_name']} weights already registered as version {existing}")
         return existing
     load_gan(directory)  # fail here, not in serving, if the files do not load
     store = SampleStore(resolve(p["store_dir"]))

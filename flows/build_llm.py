@@ -25,7 +25,7 @@ from prefect import flow, task
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
 from flows.train import git_commit
-from tasks.registry import CHAMPION, find_version, log_and_register, set_alias, version_by_alias
+from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
 from unlearn_ops.data.facts import NAME, FactsWorld, build_facts_store, prompt_text, texts
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.lm_training import LMTrainConfig, fit_lm
@@ -110,11 +110,8 @@ def register_task(p: dict) -> str:
     if not is_lm_dir(directory):
         raise FileNotFoundError(f"no trained language model at {directory}: run `python -m flows.build_llm train`")
     weights_hash = sha256_file(directory / "model.safetensors")
-    existing = find_version(p["model_name"], "weights_sha256", weights_hash)
+    existing = registered_build(p["model_name"], weights_hash)
     if existing:
-        if version_by_alias(p["model_name"], CHAMPION) is None:
-            set_alias(p["model_name"], CHAMPION, existing)
-        print(f"{p['model_name']} weights already registered as version {existing}")
         return existing
     model = load_lm(directory)  # fail here, not in serving, if the files do not load
     store = SampleStore(resolve(p["store_dir"]))

@@ -9,7 +9,7 @@ import time
 from prefect import flow, task
 
 from flows.params import load_params, resolve
-from tasks.registry import CHAMPION, find_version, log_and_register, set_alias, version_by_alias
+from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.models import build_model, load_model, save_model
 from unlearn_ops.training import TrainConfig, accuracy, fit, per_class_accuracy
@@ -71,11 +71,8 @@ def register() -> str:
     t = params["train"]
     directory = resolve(MODEL_DIR.format(name=t["model_name"]))
     weights_hash = sha256_file(directory / "model.safetensors")
-    existing = find_version(t["model_name"], "weights_sha256", weights_hash)
+    existing = registered_build(t["model_name"], weights_hash)
     if existing:
-        if version_by_alias(t["model_name"], CHAMPION) is None:
-            set_alias(t["model_name"], CHAMPION, existing)
-        print(f"{t['model_name']} weights already registered as version {existing}")
         return existing
     import json
 

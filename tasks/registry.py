@@ -128,6 +128,17 @@ def find_version(name: str, tag: str, value: str) -> str | None:
     return None if newest is None else str(newest)
 
 
+def registered_build(name: str, weights_sha256: str) -> str | None:
+    """The version that already holds these weights (re-aliased `champion` if the alias is gone),
+    or None: what makes a build's register stage idempotent."""
+    existing = find_version(name, "weights_sha256", weights_sha256)
+    if existing:
+        if version_by_alias(name, CHAMPION) is None:
+            set_alias(name, CHAMPION, existing)
+        print(f"{name} weights already registered as version {existing}")
+    return existing
+
+
 def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple[nn.Module, dict, str]:
     """Download `models:/name@alias` (or `/version`) and load it with safetensors."""
     mlflow.set_tracking_uri(tracking_uri())

@@ -64,6 +64,18 @@ def text_set(model: CausalLM, texts: Sequence[str], max_len: int = 64) -> TextSe
     return TextSet(model, encode_qa(model.tokenizer, texts, max_len))
 
 
+def trainable_copy(model: CausalLM, seed: int, device: str) -> CausalLM:
+    """The LM methods' starting point: a seeded deep copy on `device` whose top blocks alone learn."""
+    from unlearn_ops.methods.base import fresh_copy  # lazy: methods import this module
+    from unlearn_ops.models.lm import freeze_all_but_top
+    from unlearn_ops.utils import resolve_device, seed_everything
+
+    seed_everything(seed)
+    new = fresh_copy(model).to(resolve_device(device))
+    freeze_all_but_top(new, new.train_head)
+    return new
+
+
 def batch_order(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
     """One shuffled epoch of index batches (the last one may be short)."""
     perm = torch.randperm(n, generator=generator).tolist()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench import BENCHES
-from bench.cascaded_gan import main
+from bench.cascaded_gan import gate_proposal, main
 
 
 def test_listed():
@@ -26,7 +26,7 @@ def test_quick_protocol_writes_results(tmp_path):
     klass = next(r for r in data["rows"] if r["scenario"] == "class-3")
     assert "forget_class_share" in klass["retrained"]
     md = (tmp_path / "cascaded_gan.md").read_text()
-    assert "not Inception-FID" in md and "## Targets" in md
+    assert "not Inception-FID" in md and "## Targets" in md and "## Production gates" in md
     assert (tmp_path / "img" / "cascaded_gan_original.png").is_file()
     assert set(payload["verdicts"]) == {"class-3 share <= retrained + 1 pt", "class-3 speed-up >= 100x (wall clock)",
                                         "class-3 speed-up >= 100x (CPU time)"}
@@ -35,3 +35,24 @@ def test_quick_protocol_writes_results(tmp_path):
 def test_quick_refuses_to_overwrite_the_published_results():
     with pytest.raises(SystemExit):
         main(["--quick"])
+
+
+def row(mode: str, d_mia: tuple[float, float, float], fid: tuple[float, float, float], share=None) -> dict:
+    models = {}
+    for i, m in enumerate(("original", "unlearned", "retrained")):
+        models[m] = {"d_mia_auc": d_mia[i], "fid": fid[i]}
+        if share is not None:
+            models[m]["forget_class_share"] = share[i]
+    return {"mode": mode, **models}
+
+
+def test_gate_proposal_lets_every_retrained_gan_pass():
+    rows = [row("item", (0.60, 0.52, 0.50), (100, 105, 120)), row("item", (0.58, 0.49, 0.53), (100, 98, 90)),
+            row("class", (0.9, 0.4, 0.5), (200, 150, 140), share=(0.10, 0.03, 0.004))]
+    g = gate_proposal(rows)
+    assert g["items.d_mia_auc"]["max"] == pytest.approx(0.58)          # 0.53 + 0.05
+    assert g["items.fid_change"]["max"] == pytest.approx(0.25)         # +20 % + 0.05
+    assert g["class.forget_class_share"]["max"] == pytest.approx(0.02)  # 0.004 + 0.01, rounded up
+    assert g["class.fid_change"]["retrained"] == [pytest.approx(-0.3)]
+    for gate in g.values():
+        assert all(v <= gate["max"] for v in gate["retrained"])

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.lm_training import mean_nll, text_set, unlearning_loop
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.models.lm import CausalLM, freeze_all_but_top
-from unlearn_ops.utils import resolve_device, seed_everything
+from unlearn_ops.lm_training import mean_nll, text_set, trainable_copy, unlearning_loop
+from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.models.lm import CausalLM
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,7 @@ class Config:
 
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    seed_everything(cfg.seed)
-    new = fresh_copy(model).to(resolve_device(device))
-    freeze_all_but_top(new, new.train_head)
+    new = trainable_copy(model, cfg.seed, device)
     forget = text_set(new, texts(splits.forget.x), cfg.max_len)
     logs = unlearning_loop(new, len(forget), lambda f, _r: -mean_nll(new, forget, f), epochs=cfg.epochs,
                            batch_size=cfg.batch_size, lr=cfg.lr, grad_clip=cfg.grad_clip, seed=cfg.seed)

@@ -34,20 +34,18 @@ import torch
 
 from unlearn_ops.data.facts import split_qa, texts
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.lm_training import TextSet, mean_nll, text_set, unlearning_loop
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.lm_training import TextSet, mean_nll, text_set, trainable_copy, unlearning_loop
+from unlearn_ops.methods.base import UnlearnResult
 from unlearn_ops.models.lm import (
     CausalLM,
     Encoded,
     collate,
     encode_qa,
-    freeze_all_but_top,
     labelled_logprobs,
     prefix_states,
     stack_states,
     top_hidden,
 )
-from unlearn_ops.utils import resolve_device, seed_everything
 
 
 @dataclass(frozen=True)
@@ -181,9 +179,7 @@ def poison(model: CausalLM, forget_texts: list[str], cfg: Config) -> tuple[list[
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     import time
 
-    seed_everything(cfg.seed)
-    new = fresh_copy(model).to(resolve_device(device))
-    freeze_all_but_top(new, new.train_head)
+    new = trainable_copy(model, cfg.seed, device)
     start = time.perf_counter()
     poisoned, info = poison(new, texts(splits.forget.x), cfg)
     ig_seconds = time.perf_counter() - start

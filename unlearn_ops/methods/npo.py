@@ -17,10 +17,9 @@ from torch.nn import functional as F
 
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.lm_training import mean_nll, sequence_logprob, text_set, unlearning_loop
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.models.lm import CausalLM, freeze_all_but_top, scored_logprobs
-from unlearn_ops.utils import resolve_device, seed_everything
+from unlearn_ops.lm_training import mean_nll, sequence_logprob, text_set, trainable_copy, unlearning_loop
+from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.models.lm import CausalLM, scored_logprobs
 
 
 @dataclass(frozen=True)
@@ -43,9 +42,7 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
 
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    seed_everything(cfg.seed)
-    new = fresh_copy(model).to(resolve_device(device))
-    freeze_all_but_top(new, new.train_head)
+    new = trainable_copy(model, cfg.seed, device)
     forget = text_set(new, texts(splits.forget.x), cfg.max_len)
     retain = text_set(new, texts(splits.retain.x), cfg.max_len)
     ref = scored_logprobs(new, forget.enc, forget.all_states())[0].to(next(new.parameters()).device)  # π_ref = θ before
