@@ -26,8 +26,6 @@ from unlearn_ops.verify.gates import for_method
 from unlearn_ops.verify.report import report_pngs
 from unlearn_ops.verify.utility import retained_class_part
 
-ITEM_KINDS = ("samples", "subject")
-
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -5,8 +5,10 @@ A request names a registered model and what to forget:
     {"request_id": "req-0001", "model": "fmnist-classifier", "kind": "subject", "subject_id": "subj-00042",
      "requester": "...", "reason": "...", "received_at": "2026-11-29T10:00:00Z"}
 
-`kind` is `samples` (with `sample_ids`), `subject` (with `subject_id`) or `class` (with
-`class_label`, an index or a class name). `request_id` and `received_at` are filled in when absent.
+`kind` is `samples` (with `sample_ids`), `subject` (with `subject_id`), `class` (with
+`class_label`, an index or a class name) or `concept` (with `concept`, an entity of the model's
+store, e.g. a movie name: every training sample about it; the store's `groups.csv`, see
+`unlearn_ops.data.text_store`). `request_id` and `received_at` are filled in when absent.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unlearn_ops.data.store import SampleStore, StoreError
+from unlearn_ops.data.text_store import GROUPS_FILE, group_ids
 
-KINDS = ("samples", "subject", "class")
+KINDS = ("samples", "subject", "class", "concept")
+# the field that names what to forget, per kind
+TARGET_FIELD = {"samples": "sample_ids", "subject": "subject_id", "class": "class_label", "concept": "concept"}
 
 
 class RequestError(ValueError):
@@ -41,10 +46,11 @@ class DeletionRequest(BaseModel):
 
     request_id: str = Field(default_factory=new_request_id, pattern=REQUEST_ID_PATTERN)
     model: str = Field(min_length=1, max_length=128)
-    kind: Literal["samples", "subject", "class"]
+    kind: Literal["samples", "subject", "class", "concept"]
     sample_ids: list[str] | None = None
     subject_id: str | None = None
     class_label: int | str | None = None
+    concept: str | None = None
     requester: str = ""
     reason: str = ""
     received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -56,9 +62,8 @@ class DeletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _target_matches_kind(self) -> DeletionRequest:
-        given = {"sample_ids": self.sample_ids is not None, "subject_id": self.subject_id is not None,
-                 "class_label": self.class_label is not None}
-        needed = {"samples": "sample_ids", "subject": "subject_id", "class": "class_label"}[self.kind]
+        given = {f: getattr(self, f) is not None for f in TARGET_FIELD.values()}
+        needed = TARGET_FIELD[self.kind]
         if not given[needed]:
             raise ValueError(f"kind '{self.kind}' needs '{needed}'")
         extra = [k for k, v in given.items() if v and k != needed]
@@ -71,6 +76,8 @@ class DeletionRequest(BaseModel):
                 raise ValueError("'sample_ids' lists an ID twice")
         if self.kind == "subject" and not self.subject_id:
             raise ValueError("'subject_id' must not be empty")
+        if self.kind == "concept" and not self.concept.strip():  # type: ignore[union-attr]
+            raise ValueError("'concept' must not be empty")
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +140,8 @@ def resolve(request: DeletionRequest, store: SampleStore) -> list[str]:
         if not ids:
             raise RequestError(f"data subject {request.subject_id!r} is already forgotten")
         return ids
+    if request.kind == "concept":
+        return _concept_ids(request.concept or "", store, active)
     try:
         label = store.class_index(request.class_label)  # type: ignore[arg-type]
     except StoreError as e:
@@ -141,3 +150,16 @@ def resolve(request: DeletionRequest, store: SampleStore) -> list[str]:
     if not ids:
         raise RequestError(f"class {store.classes[label]!r} ({label}) is already forgotten")
     return ids
+
+
+def _concept_ids(concept: str, store: SampleStore, active: set[str]) -> list[str]:
+    try:
+        ids = group_ids(store, concept)
+    except StoreError as e:
+        raise RequestError(f"this model's data has no entities to forget by concept (no {GROUPS_FILE})") from e
+    if not ids:
+        raise RequestError(f"unknown concept {concept!r}: no training sample is about it")
+    live = [i for i in ids if i in active]
+    if not live:
+        raise RequestError(f"concept {concept!r} is already forgotten")
+    return live

@@ -5,6 +5,7 @@ import pytest
 from unlearn_ops.data.sources import load_rotten_tomatoes
 from unlearn_ops.data.store import StoreError, build_store
 from unlearn_ops.data.text_store import group_ids, groups, write_groups
+from unlearn_ops.requests import DeletionRequest, RequestError, resolve
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +39,21 @@ def test_groups_need_the_column_and_the_matching_store(rt, tmp_path):
     store = build_store(rt, tmp_path / "rt")
     with pytest.raises(StoreError, match="no 'director'"):
         write_groups(store, rt, "director")
+
+
+def test_a_concept_request_resolves_to_the_movies_active_snippets(rt, tmp_path):
+    store = build_store(rt, tmp_path / "rt")
+    request = DeletionRequest(model="rt-sentiment", kind="concept", concept="enigma")
+    with pytest.raises(RequestError, match="no entities to forget by concept"):
+        resolve(request, store)
+    write_groups(store, rt, "movie_name")
+    ids = group_ids(store, "enigma")
+    store.purge(ids[:2])
+    store.write_manifest([i for i in store.active_ids() if i not in ids[:2]])
+    assert resolve(request, store) == ids[2:]
+    with pytest.raises(RequestError, match="unknown concept 'no such movie'"):
+        resolve(DeletionRequest(model="rt-sentiment", kind="concept", concept="no such movie"), store)
+    store.purge(ids)
+    store.write_manifest([i for i in store.active_ids() if i not in ids])
+    with pytest.raises(RequestError, match="already forgotten"):
+        resolve(request, store)
