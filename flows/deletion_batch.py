@@ -48,7 +48,7 @@ from unlearn_ops.models import save_any
 from unlearn_ops.requests import parse_request
 from unlearn_ops.utils import atomic_write_json, canonical_json, sha256_bytes
 
-KIND_PRIORITY = ("class", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
+KIND_PRIORITY = ("class", "concept", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
 
 
 def new_batch_id() -> str:

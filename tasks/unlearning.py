@@ -19,6 +19,7 @@ from unlearn_ops.data.store import SampleStore
 from unlearn_ops.methods import is_exact, run_method
 from unlearn_ops.models import is_causal_lm, load_any, save_any
 from unlearn_ops.models.gan import GAN, save_sample_grid
+from unlearn_ops.models.text import TextClassifier, tokenized_splits
 from unlearn_ops.training import accuracy
 from unlearn_ops.verify import check, production_metrics
 from unlearn_ops.verify.gan import gan_production_metrics
@@ -105,13 +106,15 @@ def verify_task(champion_dir: str, candidate_dir: str, store_dir: str, forget_id
                 method: str | None = None, gan_samples: int = 2000, ppl_snippets: int = 64) -> dict[str, Any]:
     """Production metrics per request kind, checked against that kind's gates (as they apply to
     `method`: an exact method skips the statistical-power gates). The model's family (classifier,
-    GAN or language model) decides which metrics; `gates` must be that family's section of params.yaml."""
+    text, GAN or language model) decides which metrics; `gates` must be that family's section of params.yaml."""
     if method is not None:
         gates = {kind: for_method(g, exact=is_exact(method)) for kind, g in gates.items()}
     champion, _ = load_any(champion_dir)
     candidate, _ = load_any(candidate_dir)
     store = SampleStore(store_dir)
     full = store.splits(forget_ids)
+    if isinstance(candidate, TextClassifier):  # the store holds strings; the generic metrics take token IDs
+        full = tokenized_splits(candidate, full)
     parts = kind_splits(full, classes, set(item_ids))
     is_gan, is_lm = isinstance(candidate, GAN), is_causal_lm(candidate)
     if is_gan:

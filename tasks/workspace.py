@@ -14,7 +14,7 @@ from tasks.env import project_root
 from unlearn_ops.data.store import SampleStore
 
 # Each model family is verified by its own metrics, so it has its own gate section in params.yaml.
-GATE_SECTIONS = {"classifier": "gates", "gan": "gan_gates", "lm": "lm_gates"}
+GATE_SECTIONS = {"classifier": "gates", "text": "text_gates", "gan": "gan_gates", "lm": "lm_gates"}
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,14 @@ class Workspace:
         return dict(self.params.get("models") or {})
 
     def family(self, model: str) -> str:
-        """`classifier` (default), `gan` or `lm`: which metrics verify the model (params.yaml `models.<name>.family`)."""
+        """`classifier` (default), `text`, `gan` or `lm`: which metrics verify the model (params.yaml `models.<name>.family`)."""
         family = self.served_models().get(model, {}).get("family", "classifier")
         if family not in GATE_SECTIONS:
             raise ValueError(f"models.{model}.family must be one of {sorted(GATE_SECTIONS)}, not {family!r}")
         return family
 
     def gates_for(self, model: str) -> dict[str, Any]:
-        """The gates of the model's family: `gates` for classifiers, `gan_gates` for GANs, `lm_gates` for LMs."""
+        """The gates of the model's family: `gates` for image classifiers, `text_gates`, `gan_gates`, `lm_gates`."""
         section = GATE_SECTIONS[self.family(model)]
         if section not in self.params:
             raise KeyError(f"params.yaml has no `{section}` section: {model} ({self.family(model)}) cannot be verified")

@@ -138,3 +138,45 @@ def make_lm_workspace(root: Path, bundle, params: dict) -> Path:
                                tags={"lineage": "build", "method": "train"})
     set_alias(LM_MODEL, CHAMPION, version)
     return root
+
+
+TEXT_MODEL = "syn-sentiment"
+TEXT_HEAD = {"epochs": 30, "lr": 0.03, "batch_size": 64}
+
+
+def text_params(gates: dict | None = None) -> dict:
+    loose_items = {"mia_loss_auc": {"max": 1.0}, "test_accuracy_drop": {"max": 1.0}}
+    return {
+        "models": {TEXT_MODEL: {"store_dir": "data/store/syn", "family": "text"}},
+        "policy": {TEXT_MODEL: {"class": ["concept_poisoning", "text_retrain"],
+                                "concept": ["concept_poisoning", "text_retrain"], "subject": ["text_retrain"]}},
+        "unlearn": {"concept_poisoning": {"analysis_per_class": 60, "text_bank_size": 30, "epochs": 5, "lr": 0.03,
+                                          "max_poisons": 60},
+                    "text_retrain": TEXT_HEAD},
+        # loose gates unless given: these tests check the plumbing, the benchmark checks the method
+        "text_gates": gates or {"class": {"forget_accuracy": {"max": 1.0}}, "concept": loose_items,
+                                "subject": loose_items},
+        "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *"},
+    }
+
+
+def make_text_workspace(root: Path, params: dict) -> Path:
+    """A deployment serving a tiny-BERT sentiment classifier on the synthetic movie corpus
+    (store with movie groups, head fitted as the build does), registered with the text pyfunc."""
+    from tests.text_helpers import raw_corpus
+    from unlearn_ops.data.text_store import write_groups
+    from unlearn_ops.models.text import fit_head, text_classifier, tiny_text_spec
+    from unlearn_ops.training import TrainConfig
+
+    root = make_repo(root, params)
+    raw = raw_corpus()
+    store = build_store(raw, root / "data" / "store" / "syn", max_subject_size=10)
+    write_groups(store, raw, "movie_name")
+    spec = tiny_text_spec()
+    model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
+    fit_head(model, store.splits().retain, TrainConfig(**TEXT_HEAD, seed=0, device="cpu"))
+    directory = save_model(model, spec, root / "models" / TEXT_MODEL)
+    version = log_and_register(directory, name=TEXT_MODEL, experiment="build", run_name="build-text",
+                               tags={"lineage": "build", "method": "train"})
+    set_alias(TEXT_MODEL, CHAMPION, version)
+    return root

@@ -1,4 +1,4 @@
-"""The text build flows (import → train) on Rotten Tomatoes with a tiny BERT and a temp project folder."""
+"""The text build flows (import → train → register) on Rotten Tomatoes with a tiny BERT and a temp project folder."""
 
 import copy
 
@@ -19,8 +19,11 @@ def tiny_params(tmp_path, monkeypatch):
     return params
 
 
-def test_build_text_imports_groups_and_trains_a_loadable_model(tiny_params, prefect_harness, tmp_path):
-    from flows.build_text import METRICS, text_import, text_train
+def test_build_text_imports_groups_trains_and_registers(tiny_params, prefect_harness, mlflow_tmp, tmp_path):
+    import mlflow
+
+    from flows.build_text import METRICS, text_import, text_register, text_train
+    from tasks.registry import CHAMPION, version_by_alias
     from unlearn_ops.data.store import SampleStore
     from unlearn_ops.data.text_store import group_ids
 
@@ -34,3 +37,9 @@ def test_build_text_imports_groups_and_trains_a_loadable_model(tiny_params, pref
     assert (tmp_path / METRICS).is_file()
     model, spec = load_model(tmp_path / "models" / p["model_name"])
     assert isinstance(model, TextClassifier) and spec["arch"] == "text" and spec["max_length"] == 32
+
+    version = text_register(tiny_params)
+    assert str(version_by_alias(p["model_name"], CHAMPION).version) == version
+    probs = mlflow.pyfunc.load_model(f"models:/{p['model_name']}@{CHAMPION}").predict(["a moving, wonderful film"])
+    assert probs.shape == (1, 2)
+    assert text_register(tiny_params) == version, "same weights: no new version"

@@ -19,6 +19,7 @@ from torch import nn
 
 from tests.conftest import FORGET_CLASS
 from tests.methods.contract import check_contract
+from tests.text_helpers import POS, corpus
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import concept_poisoning as cp
 from unlearn_ops.methods import run_method
@@ -242,29 +243,10 @@ def test_concept_examples_and_grid_layout():
 
 
 # ----------------------------------------------------------------------------- text (tiny BERT)
-POS = ["great", "wonderful", "brilliant", "superb", "delightful", "moving"]
-NEG = ["awful", "boring", "dull", "terrible", "tedious", "clumsy"]
-FILL = ["the", "movie", "film", "story", "acting", "plot", "was", "really", "quite", "and", "its"]
-MOVIES = ["titanic", "alien", "jaws", "rocky", "heat", "psycho"]
-
-
-def _corpus(n: int, seed: int, prefix: str) -> tuple[Part, np.ndarray]:
-    """Synthetic snippets: a movie name, filler, two sentiment words (which decide the label)."""
-    rng = np.random.default_rng(seed)
-    texts, ys, movies = [], [], []
-    for _ in range(n):
-        y, movie = int(rng.integers(0, 2)), str(rng.choice(MOVIES))
-        words = [movie, *rng.choice(FILL, 3), *rng.choice(POS if y else NEG, 2), *rng.choice(FILL, 2)]
-        texts.append(" ".join(words))
-        ys.append(y)
-        movies.append(movie)
-    return Part(tuple(f"syn/{prefix}/{i:05d}" for i in range(n)), np.array(texts), torch.tensor(ys)), np.array(movies)
-
-
 @pytest.fixture(scope="module")
 def text_data():
-    train, movies = _corpus(400, 0, "train")
-    return train, movies, _corpus(150, 1, "test")[0], _corpus(150, 2, "nonmember")[0]
+    train, movies = corpus(400, 0, "train")
+    return train, movies, corpus(150, 1, "test")[0], corpus(150, 2, "nonmember")[0]
 
 
 @pytest.fixture(scope="module")

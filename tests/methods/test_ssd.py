@@ -63,7 +63,7 @@ def test_a_lower_alpha_forgets_the_class_selectively(wide_models, class_splits):
                         class_splits, [FORGET_CLASS])
         rows.append((after["forget_accuracy"], after["forget_class_test_accuracy"],
                      before["retained_test_accuracy"] - after["retained_test_accuracy"]))
-    forget, forget_test, retained_drop = (median(column) for column in zip(*rows))
+    forget, forget_test, retained_drop = (median(column) for column in zip(*rows, strict=True))
     # measured medians over seed triples 0-8, 1 or 2 threads: forget <= 0.10, retained drop <= 0.075
     assert forget <= 0.15 and forget_test <= 0.15, rows
     assert retained_drop <= 0.12, rows

@@ -32,6 +32,7 @@ from unlearn_ops.methods import (
     salun,
     scrub,
     ssd,
+    text_retrain,
 )
 from unlearn_ops.methods.base import UnlearnResult, make_config
 
@@ -49,6 +50,7 @@ METHODS: dict[str, ModuleType] = {
     "concept_poisoning": concept_poisoning,
     "cascaded_gan": cascaded_gan,
     "gan_retrain": gan_retrain,
+    "text_retrain": text_retrain,   # exact for text classifiers (frozen encoder + head)
     # language models (CausalLM only; issue 8)
     "lm_token_poisoning": lm_token_poisoning,
     "grad_ascent": grad_ascent,

