@@ -225,7 +225,8 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
         if "error" not in a:
             v = verify_task(str(champion_dir), a["model_dir"], store_dir, forget["ids"], info["classes"],
                             forget["item_ids"], info["kinds"], gates, seed, method=method,
-                            gan_samples=batch.get("gan_samples", 2000), ppl_snippets=batch.get("ppl_snippets", 64))
+                            gan_samples=batch.get("gan_samples", 2000), ppl_snippets=batch.get("ppl_snippets", 64),
+                            verify_retain=batch.get("verify_retain", 0))
             a.update(passed=v["passed"], metrics=v["metrics"], gates=v["gates"], reports=v["reports"])
         print(f"[{model}] `{method}`: " + ("PASS" if a["passed"] else "FAIL " + (a.get("error") or
               "; ".join(f"{k}: {', '.join(g['failed'])}" for k, g in a["gates"].items() if not g["passed"]))))

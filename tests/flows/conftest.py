@@ -156,7 +156,7 @@ def text_params(gates: dict | None = None) -> dict:
         # loose gates unless given: these tests check the plumbing, the benchmark checks the method
         "text_gates": gates or {"class": {"forget_accuracy": {"max": 1.0}}, "concept": loose_items,
                                 "subject": loose_items},
-        "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *"},
+        "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "verify_retain": 150},
     }
 
 

@@ -29,6 +29,7 @@ def test_concept_request_forgets_a_movie_and_promotes_the_model(tmp_path, mlflow
     attempt = result["models"][0]["attempts"][0]
     assert attempt["method"] == "concept_poisoning" and attempt["passed"]
     assert attempt["metrics"]["items"]["forget_set_size"] == len(movie_ids) > 50
+    assert attempt["metrics"]["items"]["retain_evaluated"] == 150  # batch.verify_retain: a seeded sample
     assert str(version_by_alias(TEXT_MODEL, CHAMPION).version) != before
     model, spec, _ = load_version(TEXT_MODEL, CHAMPION)
     assert isinstance(model, TextClassifier) and spec["arch"] == "text"
