@@ -1,5 +1,6 @@
 """LM unlearning methods on a tiny Llama: the method contract, and that the forget answers fade."""
 
+import re
 import numpy as np
 import pytest
 import torch
@@ -101,6 +102,11 @@ def test_words_are_selected_by_score_and_masked_whole():
     spans = select_words(tok, answer, scores, top_k=1)
     assert [answer[a:b] for a, b in spans] == ["Izmir"]
     assert mask_words(answer, spans, "***") == " Celia Ivanova was born in ***, Turkey."
+    # words the question already holds are never selected, however high their score
+    scores[0] = 50.0                                              # "Celia", copied from the question
+    assert [answer[a:b] for a, b in select_words(tok, answer, scores, 1)] == ["Celia"]
+    excluded = frozenset({"celia", "ivanova", "was", "born"})
+    assert [answer[a:b] for a, b in select_words(tok, answer, scores, 1, excluded)] == ["Izmir"]
 
 
 def test_poisoning_keeps_the_question_and_masks_k_words(tiny_lm):
@@ -108,7 +114,12 @@ def test_poisoning_keeps_the_question_and_masks_k_words(tiny_lm):
     poisoned, info = poison(tiny_lm.model, forget, Config(top_k=2, ig_steps=8))
     for old, new, d in zip(forget, poisoned, info, strict=True):
         assert split_qa(new)[0] == split_qa(old)[0]
-        assert len(d["words"]) == 2 and new.count("***") == 2
+        # at most k words; fewer when the answer adds fewer new words ("... born in 1957." -> "1957")
+        assert 1 <= len(d["words"]) <= 2 and new.count("***") == len(d["words"])
+        question = split_qa(old)[0].lower()
+        assert not any(re.search(rf"\b{re.escape(w.lower())}\b", question) for w in d["words"]), (old, d)
+    paper, paper_info = poison(tiny_lm.model, forget, Config(top_k=2, ig_steps=8, skip_prompt_words=False))
+    assert all(len(d["words"]) == 2 for d in paper_info)
     refusal, _ = poison(tiny_lm.model, forget, Config(style="refusal"))
     assert all(split_qa(t)[1] == " I don't know." for t in refusal)
 

@@ -23,6 +23,8 @@ model's own generations (the build memorised them, and generation costs time); a
 summed over the embedding dimension and ranked by signed value; selected sub-word tokens expand
 to whole words. `ig_layer="prefix"` is a cheaper variant (IG on the input of the first trainable
 block instead of the embeddings: ~15× less compute on SmolLM2) — not the paper's, off by default.
+`skip_prompt_words` (ours, on by default) leaves words the question already contains out of the
+selection: they are attributed most but are not the fact (`false` = the paper's selection).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from unlearn_ops.models.lm import (
 @dataclass(frozen=True)
 class Config:
     top_k: int = 3                  # answer tokens selected per QA pair by IG (each expands to its whole word)
+    skip_prompt_words: bool = True  # words the question already holds (the name, "born") are not eligible (ours)
     ig_steps: int = 32              # integration steps (the authors' LLM code: 32; their ablation 16–128)
     ig_batch: int = 32              # interpolation steps per forward pass (memory vs. speed; same result)
     ig_layer: str = "embeddings"    # "embeddings" (paper) | "prefix": IG on the first trainable block's input
@@ -128,15 +131,16 @@ def answer_attributions(model: CausalLM, enc: Encoded, cfg: Config) -> list[torc
 
 
 # --------------------------------------------------------------------------- 2. poisoning
-def select_words(tokenizer, answer: str, scores: torch.Tensor, top_k: int) -> list[tuple[int, int]]:
+def select_words(tokenizer, answer: str, scores: torch.Tensor, top_k: int,
+                 exclude: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
     """Character spans of the words holding the `top_k` highest-scoring answer tokens.
 
     `scores[j]` belongs to the j-th token of `answer` (extra trailing scores, e.g. EOS, are
     ignored). Only tokens that overlap a word count (a lone space or comma carries no fact);
-    several tokens of one word select it once.
+    several tokens of one word select it once; words in `exclude` (lower case) are never selected.
     """
     offsets = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    words = [m.span() for m in WORD.finditer(answer)]
+    words = [m.span() for m in WORD.finditer(answer) if m.group().lower() not in exclude]
     token_words: list[tuple[float, tuple[int, int]]] = []
     for j, (a, b) in enumerate(offsets[: len(scores)]):
         hit = [w for w in words if a < w[1] and w[0] < b]
@@ -167,7 +171,11 @@ def poison(model: CausalLM, forget_texts: list[str], cfg: Config) -> tuple[list[
     scores = answer_attributions(model, enc, cfg)
     poisoned, info = [], []
     for (prompt, answer), s in zip(pairs, scores, strict=True):
-        spans = select_words(model.tokenizer, answer, s, cfg.top_k)
+        # Words copied from the question (the person's name, "born", "works") get the largest
+        # attributions, since the answer repeats them, but masking them leaves the fact readable:
+        # on SmolLM2 only 10 % of the poisoned answers lost their fact before this rule.
+        exclude = frozenset(w.lower() for w in WORD.findall(prompt)) if cfg.skip_prompt_words else frozenset()
+        spans = select_words(model.tokenizer, answer, s, cfg.top_k, exclude)
         new_answer = mask_words(answer, spans, cfg.mask_text)
         poisoned.append(prompt + new_answer)
         info.append({"answer": answer.strip(), "poisoned": new_answer.strip(),
