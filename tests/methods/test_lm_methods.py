@@ -1,6 +1,7 @@
 """LM unlearning methods on a tiny Llama: the method contract, and that the forget answers fade."""
 
 import re
+
 import numpy as np
 import pytest
 import torch
