@@ -151,6 +151,8 @@ def fit_head(model: TextClassifier, part: Part, cfg: TrainConfig,
     are derived from data that may later be deleted."""
     device = resolve_device(cfg.device)
     model.to(device)
+    if progress:  # the encoder pass is the long part (minutes for ~10 k snippets on a CPU)
+        progress(f"embedding {len(part)} texts with the frozen encoder on {device}")
     tokens = tokenized_part(model, part)
     features = Part(tokens.ids, embed_batched(model, tokens.x, device), tokens.y)
     torch.manual_seed(cfg.seed)
