@@ -20,14 +20,13 @@ from prefect import flow, task
 
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
-from flows.train import git_commit
-from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
+from tasks.registry import register_build
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.store import SampleStore, build_store
 from unlearn_ops.models import build_model
-from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, load_gan, save_gan, save_sample_grid, train_gan
+from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, save_gan, save_sample_grid, train_gan
 from unlearn_ops.training import TrainConfig, accuracy, fit
-from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
+from unlearn_ops.utils import atomic_write_json, seed_everything
 from unlearn_ops.verify.gan import FID_NAME, class_histogram, classifier_fid, d_generated_mean
 
 METRICS = "metrics/gan.json"
@@ -91,24 +90,12 @@ def train_task(p: dict) -> dict:
 @task(name="gan-register", retries=2, retry_delay_seconds=2)
 def register_task(p: dict) -> str:
     directory = model_dir(p)
-    weights_hash = sha256_file(directory / "model.safetensors")
-    existing = registered_build(p["model_name"], weights_hash)
-    if existing:
-        return existing
-    load_gan(directory)  # fail here, not in serving, if the files do not load
-    store = SampleStore(resolve(p["store_dir"]))
-    metrics = json.loads(resolve(METRICS).read_text())
-    tags = {"weights_sha256": weights_hash, "lineage": "build", "method": "train", "dataset": store.name,
-            "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit(),
-            "fid_kind": FID_NAME, "train_seconds": f"{metrics['train_seconds']:.1f}"}
     flat = {f"gan.{k}": v for k, v in p.items() if not isinstance(v, dict)}
     flat.update({f"gan.{section}.{k}": v for section in ("gan", "reference") for k, v in p[section].items()})
-    version = log_and_register(directory, name=p["model_name"], experiment=p["experiment"],
-                               run_name="build-gan", params=flat, metrics=metrics, tags=tags,
-                               artifacts=[directory / SAMPLES])
-    set_alias(p["model_name"], CHAMPION, version)
-    print(f"registered {p['model_name']} version {version} as {CHAMPION}")
-    return version
+    return register_build(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-gan",
+                          store=SampleStore(resolve(p["store_dir"])), params=flat,
+                          metrics=json.loads(resolve(METRICS).read_text()), tags={"fid_kind": FID_NAME},
+                          artifacts=[directory / SAMPLES])
 
 
 @flow(name="build-gan-import", log_prints=True)

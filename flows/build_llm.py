@@ -24,11 +24,11 @@ from prefect import flow, task
 
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
-from flows.train import git_commit
-from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
+from tasks.registry import register_build
 from unlearn_ops.data.facts import NAME, FactsWorld, build_facts_store, prompt_text, texts
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.lm_training import LMTrainConfig, fit_lm
+from unlearn_ops.models.lm import META as LM_META
 from unlearn_ops.models.lm import encode_text, ensure_base, generate, is_lm_dir, load_lm, save_lm, scored_logprobs
 from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
 from unlearn_ops.verify.lm import contains_fact, rouge_l_recall, rt_snippets
@@ -109,25 +109,14 @@ def register_task(p: dict) -> str:
     directory = resolve(p["model_dir"])
     if not is_lm_dir(directory):
         raise FileNotFoundError(f"no trained language model at {directory}: run `python -m flows.build_llm train`")
-    weights_hash = sha256_file(directory / "model.safetensors")
-    existing = registered_build(p["model_name"], weights_hash)
-    if existing:
-        return existing
-    model = load_lm(directory)  # fail here, not in serving, if the files do not load
-    store = SampleStore(resolve(p["store_dir"]))
-    metrics = json.loads(resolve(METRICS).read_text())
-    tags = {"weights_sha256": weights_hash, "lineage": "build", "method": "train", "dataset": store.name,
-            "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit(),
-            "base_sha256": sha256_file(resolve(p["base_dir"]) / "model.safetensors"),
-            "trainable_blocks": str(model.trainable_blocks), "kind": "causal-lm",
-            "train_seconds": f"{metrics['train_seconds']:.1f}"}
+    saved = json.loads((directory / LM_META).read_text())  # what save_lm recorded of the trained model
     flat = {f"llm.{k}": v for k, v in p.items() if not isinstance(v, dict)}
     flat.update({f"llm.train.{k}": v for k, v in p["train"].items()})
-    version = log_and_register(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-llm",
-                               params=flat, metrics=metrics, tags=tags)
-    set_alias(p["model_name"], CHAMPION, version)
-    print(f"registered {p['model_name']} version {version} as {CHAMPION}")
-    return version
+    return register_build(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-llm",
+                          store=SampleStore(resolve(p["store_dir"])), params=flat,
+                          metrics=json.loads(resolve(METRICS).read_text()),
+                          tags={"base_sha256": sha256_file(resolve(p["base_dir"]) / "model.safetensors"),
+                                "trainable_blocks": str(saved["trainable_blocks"]), "kind": "causal-lm"})
 
 
 @flow(name="build-llm-import", log_prints=True)

@@ -27,8 +27,7 @@ from prefect import flow, task
 
 from flows.import_data import FORGET_SETS, forgotten_ids
 from flows.params import load_params, resolve
-from flows.train import git_commit
-from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
+from tasks.registry import register_build
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.splits import Part
 from unlearn_ops.data.store import SampleStore, build_store
@@ -36,7 +35,7 @@ from unlearn_ops.data.text_store import write_groups
 from unlearn_ops.models import load_model, save_model
 from unlearn_ops.models.text import fit_head, text_classifier, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy, per_class_accuracy
-from unlearn_ops.utils import atomic_write_json, resolve_device, seed_everything, sha256_file
+from unlearn_ops.utils import atomic_write_json, resolve_device, seed_everything
 
 METRICS = "metrics/text.json"
 
@@ -101,22 +100,10 @@ def train_task(p: dict[str, Any]) -> dict[str, Any]:
 @task(name="text-register", retries=2, retry_delay_seconds=2)
 def register_task(p: dict[str, Any]) -> str:
     """Log the model folder with the text pyfunc (strings in) and make it `champion`."""
-    directory = resolve(f"models/{p['model_name']}")
-    weights_hash = sha256_file(directory / "model.safetensors")
-    existing = registered_build(p["model_name"], weights_hash)
-    if existing:
-        return existing
-    load_model(directory)  # fail here, not in serving, if the files do not load
-    store = SampleStore(resolve(p["store_dir"]))
-    metrics = json.loads(resolve(METRICS).read_text())
-    tags = {"weights_sha256": weights_hash, "lineage": "build", "method": "train", "dataset": store.name,
-            "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit(),
-            "encoder": str(p["encoder"]), "train_seconds": f"{metrics['train_seconds']:.1f}"}
-    version = log_and_register(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-text",
-                               params={f"text.{k}": v for k, v in p.items()}, metrics=metrics, tags=tags)
-    set_alias(p["model_name"], CHAMPION, version)
-    print(f"registered {p['model_name']} version {version} as {CHAMPION}")
-    return version
+    return register_build(resolve(f"models/{p['model_name']}"), name=p["model_name"], experiment=p["experiment"],
+                          run_name="build-text", store=SampleStore(resolve(p["store_dir"])),
+                          params={f"text.{k}": v for k, v in p.items()},
+                          metrics=json.loads(resolve(METRICS).read_text()), tags={"encoder": str(p["encoder"])})
 
 
 @flow(name="build-text-import", log_prints=True)

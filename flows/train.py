@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
 import time
 
 from prefect import flow, task
 
 from flows.params import load_params, resolve
-from tasks.registry import CHAMPION, log_and_register, registered_build, set_alias
+from tasks.registry import register_build
 from unlearn_ops.data.store import SampleStore
-from unlearn_ops.models import build_model, load_model, save_model
+from unlearn_ops.models import build_model, save_model
 from unlearn_ops.training import TrainConfig, accuracy, fit, per_class_accuracy
-from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
+from unlearn_ops.utils import atomic_write_json, seed_everything
 
 MODEL_DIR = "models/{name}"
 
@@ -21,13 +21,6 @@ MODEL_DIR = "models/{name}"
 def model_spec(arch: str, store: SampleStore) -> dict:
     c, h, _ = store.meta["payload_shape"]
     return {"arch": arch, "in_channels": c, "num_classes": len(store.classes), "image_size": h}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 @task(name="train-base", tags=["gpu"])
@@ -69,26 +62,13 @@ def register() -> str:
     """
     params = load_params()
     t = params["train"]
-    directory = resolve(MODEL_DIR.format(name=t["model_name"]))
-    weights_hash = sha256_file(directory / "model.safetensors")
-    existing = registered_build(t["model_name"], weights_hash)
-    if existing:
-        return existing
-    import json
-
     metrics = json.loads(resolve("metrics/train.json").read_text())
-    store = SampleStore(resolve(params["data"]["store_dir"]))
-    load_model(directory)  # fail here, not in serving, if the files do not load
-    tags = {"weights_sha256": weights_hash, "lineage": "build", "method": "train",
-            "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit(),
-            "dataset": store.name}
-    version = log_and_register(directory, name=t["model_name"], experiment=t["experiment"], run_name="build-train",
-                               params={**{f"train.{k}": v for k, v in t.items()},
-                                       **{f"data.{k}": v for k, v in params["data"].items()}},
-                               metrics=metrics, tags=tags, artifacts=[resolve("metrics/validation.json")])
-    set_alias(t["model_name"], CHAMPION, version)
-    print(f"registered {t['model_name']} version {version} as {CHAMPION}")
-    return version
+    return register_build(resolve(MODEL_DIR.format(name=t["model_name"])), name=t["model_name"],
+                          experiment=t["experiment"], run_name="build-train",
+                          store=SampleStore(resolve(params["data"]["store_dir"])),
+                          params={**{f"train.{k}": v for k, v in t.items()},
+                                  **{f"data.{k}": v for k, v in params["data"].items()}},
+                          metrics=metrics, artifacts=[resolve("metrics/validation.json")])
 
 
 def main() -> None:

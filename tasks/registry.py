@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,11 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from torch import nn
 
+from unlearn_ops.data.store import SampleStore
 from unlearn_ops.models import LM_ARCH, load_any, save_model
 from unlearn_ops.models.lm import META as LM_META
 from unlearn_ops.models.lm import is_lm_dir
+from unlearn_ops.utils import sha256_file
 
 log = logging.getLogger(__name__)
 # MLflow "model from code" per architecture family (spec.json `arch`); classifiers by default.
@@ -83,7 +87,7 @@ def _arch(model_dir: str | Path) -> str | None:
 
 def log_and_register(model_dir: str | Path, *, name: str, experiment: str, run_name: str,
                      params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-                     tags: dict[str, str] | None = None, artifacts: list[str | Path] = ()) -> str:
+                     tags: dict[str, str] | None = None, artifacts: Sequence[str | Path] = ()) -> str:
     """Log `model_dir` (spec.json + model.safetensors) as a pyfunc model (the code that serves its
     architecture, `pyfunc_for`) and register a new version of `name`; returns the version number."""
     exp_id = ensure_experiment(experiment)
@@ -143,6 +147,36 @@ def registered_build(name: str, weights_sha256: str) -> str | None:
             set_alias(name, CHAMPION, existing)
         print(f"{name} weights already registered as version {existing}")
     return existing
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def register_build(directory: str | Path, *, name: str, experiment: str, run_name: str, store: SampleStore,
+                   params: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str] | None = None,
+                   artifacts: Sequence[str | Path] = ()) -> str:
+    """A build's register stage: idempotent on the weights (`registered_build`), loads the folder
+    first so a broken one fails here and not in serving, logs it with the lineage every build
+    carries (weights, data manifest, commit, training seconds) plus `tags`, and makes it `champion`."""
+    directory = Path(directory)
+    weights_hash = sha256_file(directory / "model.safetensors")
+    existing = registered_build(name, weights_hash)
+    if existing:
+        return existing
+    load_any(directory)
+    lineage = {"weights_sha256": weights_hash, "lineage": "build", "method": "train", "dataset": store.name,
+               "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit()}
+    if "train_seconds" in metrics:
+        lineage["train_seconds"] = f"{metrics['train_seconds']:.1f}"
+    version = log_and_register(directory, name=name, experiment=experiment, run_name=run_name, params=params,
+                               metrics=metrics, tags={**lineage, **(tags or {})}, artifacts=artifacts)
+    set_alias(name, CHAMPION, version)
+    print(f"registered {name} version {version} as {CHAMPION}")
+    return version
 
 
 def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple[nn.Module, dict, str]:

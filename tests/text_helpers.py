@@ -26,6 +26,12 @@ def corpus(n: int, seed: int, prefix: str) -> tuple[Part, np.ndarray]:
     return Part(tuple(f"syn/{prefix}/{i:05d}" for i in range(n)), np.array(texts), torch.tensor(ys)), np.array(movies)
 
 
+def corpus_parts(n_train: int, n_eval: int) -> tuple[Part, np.ndarray, Part, Part]:
+    """(train, its movie names, test, non-members): the seeded splits the text tests use."""
+    train, movies = corpus(n_train, 0, "train")
+    return train, movies, corpus(n_eval, 1, "test")[0], corpus(n_eval, 2, "nonmember")[0]
+
+
 def raw_corpus(n_train: int = 600, n_test: int = 300):
     """The synthetic corpus as a loader's RawDataset (`syn`), movie names in `extra`, for a sample store."""
     from unlearn_ops.data.sources import RawDataset

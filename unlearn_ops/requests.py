@@ -136,30 +136,25 @@ def resolve(request: DeletionRequest, store: SampleStore) -> list[str]:
         owned = store.subject_ids(request.subject_id or "")
         if not owned:
             raise RequestError(f"unknown data subject {request.subject_id!r}")
-        ids = [i for i in owned if i in active]
-        if not ids:
-            raise RequestError(f"data subject {request.subject_id!r} is already forgotten")
-        return ids
+        return _still_active(owned, active, f"data subject {request.subject_id!r}")
     if request.kind == "concept":
-        return _concept_ids(request.concept or "", store, active)
+        try:
+            about = group_ids(store, request.concept or "")
+        except StoreError as e:
+            raise RequestError(f"this model's data has no entities to forget by concept (no {GROUPS_FILE})") from e
+        if not about:
+            raise RequestError(f"unknown concept {request.concept!r}: no training sample is about it")
+        return _still_active(about, active, f"concept {request.concept!r}")
     try:
         label = store.class_index(request.class_label)  # type: ignore[arg-type]
     except StoreError as e:
         raise RequestError(str(e)) from e
-    ids = [i for i in store.class_ids(label) if i in active]
-    if not ids:
-        raise RequestError(f"class {store.classes[label]!r} ({label}) is already forgotten")
-    return ids
+    return _still_active(store.class_ids(label), active, f"class {store.classes[label]!r} ({label})")
 
 
-def _concept_ids(concept: str, store: SampleStore, active: set[str]) -> list[str]:
-    try:
-        ids = group_ids(store, concept)
-    except StoreError as e:
-        raise RequestError(f"this model's data has no entities to forget by concept (no {GROUPS_FILE})") from e
-    if not ids:
-        raise RequestError(f"unknown concept {concept!r}: no training sample is about it")
+def _still_active(ids: list[str], active: set[str], what: str) -> list[str]:
+    """The IDs still in the active manifest, or RequestError: `what` was forgotten already."""
     live = [i for i in ids if i in active]
     if not live:
-        raise RequestError(f"concept {concept!r} is already forgotten")
+        raise RequestError(f"{what} is already forgotten")
     return live

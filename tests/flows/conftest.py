@@ -165,7 +165,8 @@ def make_text_workspace(root: Path, params: dict) -> Path:
     (store with movie groups, head fitted as the build does), registered with the text pyfunc."""
     from tests.text_helpers import raw_corpus
     from unlearn_ops.data.text_store import write_groups
-    from unlearn_ops.models.text import fit_head, text_classifier, tiny_text_spec
+    from unlearn_ops.models import build_model
+    from unlearn_ops.models.text import fit_head, tiny_text_spec
     from unlearn_ops.training import TrainConfig
 
     root = make_repo(root, params)
@@ -173,7 +174,7 @@ def make_text_workspace(root: Path, params: dict) -> Path:
     store = build_store(raw, root / "data" / "store" / "syn", max_subject_size=10)
     write_groups(store, raw, "movie_name")
     spec = tiny_text_spec()
-    model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
+    model = build_model(spec)
     fit_head(model, store.splits().retain, TrainConfig(**TEXT_HEAD, seed=0, device="cpu"))
     directory = save_model(model, spec, root / "models" / TEXT_MODEL)
     version = log_and_register(directory, name=TEXT_MODEL, experiment="build", run_name="build-text",

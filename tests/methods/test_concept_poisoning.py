@@ -19,7 +19,7 @@ from torch import nn
 
 from tests.conftest import FORGET_CLASS
 from tests.methods.contract import check_contract
-from tests.text_helpers import POS, corpus
+from tests.text_helpers import POS, corpus_parts
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import concept_poisoning as cp
 from unlearn_ops.methods import run_method
@@ -245,8 +245,7 @@ def test_concept_examples_and_grid_layout():
 # ----------------------------------------------------------------------------- text (tiny BERT)
 @pytest.fixture(scope="module")
 def text_data():
-    train, movies = corpus(400, 0, "train")
-    return train, movies, corpus(150, 1, "test")[0], corpus(150, 2, "nonmember")[0]
+    return corpus_parts(400, 150)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from tests.methods.contract import check_contract
-from tests.text_helpers import corpus
+from tests.text_helpers import corpus_parts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import METHODS, is_exact, run_method
-from unlearn_ops.models import state_fingerprint
-from unlearn_ops.models.text import TextClassifier, fit_head, text_classifier, tiny_text_spec, tokenized_part
+from unlearn_ops.models import build_model, state_fingerprint
+from unlearn_ops.models.text import TextClassifier, fit_head, tiny_text_spec, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy
 
 NAME = "text_retrain"
@@ -17,15 +17,13 @@ FAST = {"epochs": 30, "lr": 0.03, "batch_size": 64}
 
 @pytest.fixture(scope="module")
 def data():
-    train, movies = corpus(300, 0, "train")
-    return train, movies, corpus(100, 1, "test")[0], corpus(100, 2, "nonmember")[0]
+    return corpus_parts(300, 100)
 
 
 @pytest.fixture(scope="module")
 def original(data) -> TextClassifier:
     """Built as the build does it: a frozen encoder and a head fitted on all training snippets."""
-    spec = tiny_text_spec()
-    model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
+    model = build_model(tiny_text_spec())
     fit_head(model, data[0], TrainConfig(**FAST, seed=0, device="cpu"))
     return model
 
@@ -61,8 +59,7 @@ def test_equals_the_build_without_the_forget_set(original, data):
     train = data[0]
     splits = Splits(train.subset(range(20)), train.subset(range(20, len(train))), data[2], data[3], 2)
     new = run_method(NAME, original, splits, FAST, device="cpu").model
-    spec = tiny_text_spec()
-    built = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
+    built = build_model(tiny_text_spec())
     fit_head(built, splits.retain, TrainConfig(**FAST, seed=0, device="cpu"))
     a, b = state_fingerprint(new), state_fingerprint(built)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
