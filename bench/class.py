@@ -59,9 +59,9 @@ def cases_for(dataset: str, seeds: list[int], classes: list[int]):
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=True).parse_args(argv or [])
     dataset = "digits" if args.quick else "fmnist"
-    seeds = [0] if args.quick else list(range(args.seeds))
+    seeds = compare.seeds_of(args)
     classes = [3] if args.quick else [int(c) for c in args.classes.split(",") if c != ""]
-    methods = compare.classifier_methods([m for m in args.methods.split(",") if m])
+    methods = compare.with_variants(compare.classifier_methods([m for m in args.methods.split(",") if m]), args.variant)
     params = load_params()
     cases = []
     for case in cases_for(dataset, seeds, classes):

@@ -46,6 +46,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def parse_variant(spec: str, known: Iterable[str]) -> tuple[str, dict[str, Any]]:
+    """`method:key=value,key=value` → (method, params); values are parsed as YAML scalars. A bare
+    `method` gives (method, {}). A benchmark reports a variant under the spec itself."""
+    import yaml
+
+    method, _, rest = spec.partition(":")
+    if method not in set(known):
+        raise ValueError(f"unknown method in variant {spec!r}")
+    params = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    return method, params
+
+
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
     arr = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
     if arr.size == 0:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.common import fmt, mean_std
+from bench.common import fmt, mean_std, parse_variant
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import METHODS, TEST_ONLY, run_method
 from unlearn_ops.methods._loops import cycle_indices, take
@@ -43,6 +43,20 @@ UTILITY_DROPS = {"test_accuracy": "test_accuracy_drop", "retained_test_accuracy"
 def is_classifier_method(name: str) -> bool:
     kinds = getattr(METHODS[name], "MODEL_KINDS", None)
     return "classifier" in kinds if kinds is not None else name not in NOT_CLASSIFIER
+
+
+def seeds_of(args) -> list[int]:
+    """The run's seeds from --first-seed / --seeds (quick: the first seed only)."""
+    return [args.first_seed] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
+
+
+def with_variants(methods: list[str], variants: Sequence[str]) -> list[str]:
+    """`methods` plus each variant label (checked: a known classifier method)."""
+    for v in variants:
+        name, _ = parse_variant(v, METHODS)
+        if not is_classifier_method(name):
+            raise SystemExit(f"variant {v!r}: {name} is not a classifier method")
+    return [*methods, *variants]
 
 
 def classifier_methods(only: Sequence[str] | None = None) -> list[str]:
@@ -127,7 +141,9 @@ def gate_metrics(metrics: dict[str, float], model: nn.Module, case: Case,
 def run_case(case: Case, methods: Sequence[str], kind: str, unlearn_params: dict[str, Any],
              gates: dict[str, Any], eval_kwargs: dict[str, Any], overrides: dict[str, dict] | None = None,
              device: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Evaluate the original, the retrained model and every method on one case."""
+    """Evaluate the original, the retrained model and every method on one case. An entry of
+    `methods` may be a variant `name:key=value,...` (params.yaml settings with those changed),
+    reported under that label."""
     def score(model: nn.Module) -> dict[str, float]:
         return evaluate(model, case.splits, original=case.original, forget_classes=case.forget_classes,
                         seed=case.seed, **eval_kwargs)
@@ -145,27 +161,29 @@ def run_case(case: Case, methods: Sequence[str], kind: str, unlearn_params: dict
     }
     log(f"[{case.label}] original / retrain evaluated ({time.perf_counter() - t0:.0f} s); "
         f"retrain took {case.retrain_seconds:.0f} s wall, ≈ {retrain_cpu:.0f} s CPU")
-    for name in methods:
+    for label in methods:
+        name, extra = parse_variant(label, METHODS)
         if not applies_to(name, kind):
-            rows[name] = {"skipped": f"{name} does not serve {kind} deletion (REQUEST_KINDS)"}
+            rows[label] = {"skipped": f"{name} does not serve {kind} deletion (REQUEST_KINDS)"}
             continue
-        params = method_params(name, unlearn_params, case.seed, (overrides or {}).get(name))
+        params = method_params(name, unlearn_params, case.seed, {**(overrides or {}).get(name, {}), **extra})
         cpu0 = time.process_time()
         try:
             result = run_method(name, case.original, case.splits, params, device=device)
         except (ValueError, TypeError) as e:  # a method refusing this kind of request says why
-            rows[name] = {"skipped": f"{type(e).__name__}: {e}"}
-            log(f"[{case.label}] {name}: skipped ({e})")
+            rows[label] = {"skipped": f"{type(e).__name__}: {e}"}
+            log(f"[{case.label}] {label}: skipped ({e})")
             continue
         cpu = time.process_time() - cpu0
         model = result.model.cpu().eval()
         metrics = gate_metrics(score(model), model, case, original)
-        rows[name] = {"metrics": metrics, "avg_gap": avg_gap(metrics, reference), "seconds": result.seconds,
-                      "speedup": case.retrain_seconds / max(result.seconds, 1e-9), "cpu_seconds": cpu,
-                      "cpu_speedup": retrain_cpu / max(cpu, 1e-9),
-                      "gates": check(metrics, gates[kind]).to_dict(), "details": _plain(result.details)}
-        log(f"[{case.label}] {name}: {result.seconds:.1f} s ({cpu:.1f} s CPU), Avg. Gap {rows[name]['avg_gap']:.2f}, "
-            f"gates {'pass' if rows[name]['gates']['passed'] else 'FAIL ' + ','.join(rows[name]['gates']['failed'])}")
+        row = {"metrics": metrics, "avg_gap": avg_gap(metrics, reference), "seconds": result.seconds,
+               "speedup": case.retrain_seconds / max(result.seconds, 1e-9), "cpu_seconds": cpu,
+               "cpu_speedup": retrain_cpu / max(cpu, 1e-9),
+               "gates": check(metrics, gates[kind]).to_dict(), "details": _plain(result.details)}
+        rows[label] = row
+        log(f"[{case.label}] {label}: {result.seconds:.1f} s ({cpu:.1f} s CPU), Avg. Gap {row['avg_gap']:.2f}, "
+            f"gates {'pass' if row['gates']['passed'] else 'FAIL ' + ','.join(row['gates']['failed'])}")
     return {"case": case.label, "seed": case.seed, "forget_classes": case.forget_classes,
             "forget_size": len(case.splits.forget), "retain_size": len(case.splits.retain), **case.extra,
             "rows": rows}
@@ -219,7 +237,7 @@ def best_method(summary: dict[str, Any], names: Sequence[str], min_speedup: floa
 
 
 __all__ = ["Case", "applies_to", "best_method", "cell", "classifier_methods", "fmt", "method_params", "run_case",
-           "summarize"]
+           "seeds_of", "summarize", "with_variants"]
 
 
 def parser(prog: str, description: str, *, classes: bool):
@@ -229,10 +247,15 @@ def parser(prog: str, description: str, *, classes: bool):
     p = argparse.ArgumentParser(prog=f"python -m bench {prog}", description=description)
     p.add_argument("--quick", action="store_true",
                    help="smoke test: digits, tiny settings, one seed; numbers mean nothing (needs --out-dir to write)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (first..first+N-1)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first seed (e.g. tune settings on seeds the published run does not use)")
     if classes:
         p.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="comma-separated classes to forget")
     p.add_argument("--methods", default="", help="comma-separated subset of methods (default: every classifier method)")
+    p.add_argument("--variant", action="append", default=[], metavar="METHOD:KEY=VALUE,...",
+                   help="also run METHOD with these params.yaml settings changed, reported under this label "
+                        "(repeatable)")
     p.add_argument("--out-dir", default=None, help="write results here instead of docs/benchmarks/")
     return p
 

@@ -29,6 +29,12 @@ set and added to the head's fitting time (stated in the output).
     python -m bench concept_poisoning [--quick] [--classes 0,1,...] [--seeds 0,1,2]
         [--ablation-classes 0,6] [--ablation-seeds 0] [--report-class 0] [--no-text] [--no-images]
         [--out-dir DIR]
+    python -m bench concept_poisoning --merge RUN.json ... [--out-dir DIR]
+
+The image part retrains one model per (class, seed): hours on 2 cores. It splits into processes
+(e.g. one per seed, `--no-text --seeds 1 --ablation-classes '' --ablation-seeds '' --out-dir D1`,
+one torch thread each) whose JSON results `--merge` combines into one report; the text section is
+taken from whichever run has it.
 
 `--quick` runs digits (class 3, seed 0, a 2-epoch retrain) and a tiny BERT on 300 RT snippets: a
 smoke test of the protocol whose numbers mean nothing; it writes only with --out-dir.
@@ -345,6 +351,56 @@ def text_report(text: dict[str, Any]) -> list[str]:
     return lines
 
 
+# ============================================================================ merge
+def merge(files: list[Path], out_dir: Path, argv: list[str]) -> dict[str, Any]:
+    """One report from several runs (their image rows concatenated, the text section from the run
+    that has one). Runs must share the data set, the method settings and quick-ness."""
+    import json
+
+    parts = [json.loads(f.read_text()) for f in files]
+    for key in ("dataset", "quick", "params"):
+        values = {json.dumps(p[key], sort_keys=True) for p in parts if p["rows"] or p["ablation_rows"]}
+        if len(values) > 1:
+            raise SystemExit(f"cannot merge runs that differ in {key!r}: {sorted(values)}")
+    images = [p for p in parts if p["rows"] or p["ablation_rows"]]
+    if not images:
+        raise SystemExit("none of the runs has image results")
+    texts = [p for p in parts if p.get("text")]
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], r["class"]))
+    ablation = [r for p in parts for r in p["ablation_rows"]]
+    ab_parts = [p for p in parts if p["ablation_rows"]]
+    pngs = [p for p in images if p.get("concept_report_png")]
+    text = texts[0]["text"] if texts else None
+    runs = list(zip(files, parts, strict=True))
+    notes = [f"Merged from {len(parts)} runs: " + "; ".join(
+        f"`{f}` (commit {p['machine']['commit']}, {p['machine']['date']}, {p['machine']['torch_threads']} torch "
+        f"thread(s), {len(p['rows'])} image runs{', text' if p.get('text') else ''})" for f, p in runs) + ".", ""]
+    if texts and texts[0]["machine"]["commit"] != images[0]["machine"]["commit"]:
+        notes += [f"The text section is the run of commit {texts[0]['machine']['commit']} "
+                  f"({texts[0]['machine']['date']}), kept as recorded.", ""]
+    # a text-only run stopped during its image part still has a whole text section: completeness is the image runs
+    payload = {"quick": images[0]["quick"], "complete": all(p.get("complete") for p in images),
+               "dataset": images[0]["dataset"], "classes": sorted({r["class"] for r in rows}),
+               "seeds": sorted({r["seed"] for r in rows}),
+               "ablation": {"classes": sorted({r["class"] for r in ablation}), "seeds": sorted({r["seed"] for r in ablation}),
+                            "combos": ab_parts[0]["ablation"]["combos"] if ab_parts else []},
+               "params": images[0]["params"], "targets": TARGETS, "rows": rows, "ablation_rows": ablation,
+               "text": text, "load_average": [p["load_average"] for p in parts],
+               "concept_report": pngs[0]["concept_report"] if pngs else {},
+               "concept_report_png": pngs[0]["concept_report_png"] if pngs else None,
+               "merged_from": [{"file": str(f), "argv": p.get("argv"), "machine": p["machine"]} for f, p in runs],
+               "argv": argv}
+    png = Path(payload["concept_report_png"]) if payload["concept_report_png"] else None
+    markdown = report(rows, ablation, text, payload["dataset"], payload["classes"], payload["seeds"],
+                      payload["ablation"]["classes"], payload["ablation"]["seeds"], payload["ablation"]["combos"], png,
+                      [(p["load_average"]["before"], p["load_average"]["after"]) for p in parts], payload["quick"],
+                      out_dir, notes)
+    if not payload["complete"]:
+        markdown = "**Partial results: at least one merged run was stopped early.**\n\n" + markdown
+    write_results(NAME, payload, markdown, out_dir=out_dir)
+    return payload
+
+
 # ============================================================================ main
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m bench {NAME}", description=__doc__.split("\n\n")[0])
@@ -358,6 +414,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-images", action="store_true")
     p.add_argument("--text-seed", type=int, default=0)
     p.add_argument("--out-dir", default=None)
+    p.add_argument("--merge", nargs="+", default=None, metavar="RUN.json",
+                   help="combine the JSON results of earlier runs (e.g. one process per seed) instead of running")
     return p.parse_args(argv)
 
 
@@ -367,6 +425,8 @@ def ints(text: str | None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv or [])
+    if args.merge:
+        return merge([Path(f) for f in args.merge], Path(args.out_dir) if args.out_dir else OUT_DIR, argv or [])
     if args.quick and not args.out_dir:
         raise SystemExit("--quick numbers mean nothing: pass --out-dir (the published results stay as they are)")
     out_dir = Path(args.out_dir) if args.out_dir else OUT_DIR
@@ -390,13 +450,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         """Write the results so far (a long run leaves its finished cases even if stopped)."""
         load_now = os.getloadavg()
         markdown = report(rows, ablation, text, ds, classes, seeds, ab_classes, ab_seeds, combos, report_png,
-                          (load_before, load_now), args.quick, out_dir)
+                          [(load_before, load_now)], args.quick, out_dir)
         if not done:
             markdown = "**Partial results: the run is still going or was stopped.**\n\n" + markdown
         payload = {"quick": args.quick, "complete": done, "dataset": ds, "classes": classes, "seeds": seeds,
                    "ablation": {"classes": ab_classes, "seeds": ab_seeds, "combos": combos}, "params": base,
                    "targets": TARGETS, "rows": rows, "ablation_rows": ablation, "text": text,
-                   "load_average": {"before": load_before, "after": load_now},
+                   "load_average": {"before": load_before, "after": load_now}, "argv": argv or [],
                    "concept_report": {k: v for k, v in report_details.items() if k != "examples"},
                    "concept_report_png": str(report_png) if report_png else None}
         write_results(NAME, payload, markdown, out_dir=out_dir)
@@ -436,14 +496,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return save(done=True)
 
 
-def report(rows, ablation, text, ds, classes, seeds, ab_classes, ab_seeds, combos, report_png, load, quick,
-           out_dir) -> str:
+def report(rows, ablation, text, ds, classes, seeds, ab_classes, ab_seeds, combos, report_png, loads, quick,
+           out_dir, notes: list[str] | None = None) -> str:
+    """The Markdown report; `loads` holds (start, end) load averages of each process that ran."""
     name = "concept_poisoning (params.yaml)"
+    span = "; ".join(f"{tuple(round(x, 1) for x in a)} → {tuple(round(x, 1) for x in b)}" for a, b in loads)
     lines = [f"What was run: {ds}, classes {classes}, seeds {seeds}" + (" (--quick: numbers mean nothing)" if quick else "")
              + f"; ablation on classes {ab_classes}, seeds {ab_seeds}, {len(combos)} poison × label combinations. "
              "Each class is compared with retraining from scratch without it (same architecture and schedule, "
-             f"bench.references). Load average (1/5/15 min) at start {tuple(round(x, 1) for x in load[0])}, at end "
-             f"{tuple(round(x, 1) for x in load[1])}: the machine is shared, so times move with it.", ""]
+             f"bench.references), timed in the same process as the method. Load average (1/5/15 min) at the start → "
+             f"end of each process: {span}; the machine is shared, so times move with it.", ""] + (notes or [])
     if rows:
         lines += [f"## Images: {ds}, mean ± std over {len(rows)} class × seed runs", "", summary_table(rows, [name]), ""]
         flags = target_flags(rows, name)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import common
 from bench.common import OUT_DIR, fmt, md_table, write_results
 from flows.params import load_params
 from unlearn_ops.data.facts import FactsWorld, build_facts_store, texts
@@ -121,14 +122,7 @@ def forget_people(store: SampleStore, world: FactsWorld, n: int, seed: int) -> l
 
 # --------------------------------------------------------------------------- one scenario
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """`method:key=value,key=value` → (method, params); values are parsed as YAML scalars."""
-    import yaml
-
-    method, _, rest = spec.partition(":")
-    if method not in METHODS:
-        raise ValueError(f"unknown method in variant {spec!r}")
-    params = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
-    return method, params
+    return common.parse_variant(spec, METHODS)
 
 
 def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], retain_eval: int,

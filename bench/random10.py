@@ -40,8 +40,8 @@ QUICK = Memorizing(dataset="digits", subset_size=500, epochs=30, lr=3e-3, batch_
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=False).parse_args(argv or [])
     mem = QUICK if args.quick else Memorizing()
-    seeds = [0] if args.quick else list(range(args.seeds))
-    methods = compare.classifier_methods([m for m in args.methods.split(",") if m])
+    seeds = compare.seeds_of(args)
+    methods = compare.with_variants(compare.classifier_methods([m for m in args.methods.split(",") if m]), args.variant)
     params = load_params()
     base, base_seconds = mem.base()
     memorization = check_memorizes_or_note(base, mem, args.quick)

@@ -34,6 +34,28 @@ def test_quick_protocol_writes_results(tmp_path):
         assert res[next(iter(TEXT_VARIANTS))]["tokens_masked"] == 0  # label-only variant
     md = (tmp_path / "concept_poisoning.md").read_text()
     assert "Targets on every run" in md and "## Ablation" in md and "## Text" in md
+    check_merge(data, tmp_path)
+
+
+def check_merge(data: dict, tmp_path) -> None:
+    """--merge: runs split by seed (here: the quick run cut into an image run and a text run)
+    give one report with every image row and the text section."""
+    images = {**data, "text": None}
+    text = {**data, "rows": [], "ablation_rows": [], "complete": False, "machine": {**data["machine"], "commit": "abc1234"}}
+    paths = []
+    for name, part in (("images", images), ("text", text)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(part))
+    merged_dir = tmp_path / "merged"
+    merged = main(["--merge", *map(str, paths), "--out-dir", str(merged_dir)])
+    assert merged["rows"] == data["rows"] and merged["ablation_rows"] == data["ablation_rows"]
+    assert merged["text"] == data["text"] and merged["complete"] is True  # a text-only run's images do not count
+    md = (merged_dir / "concept_poisoning.md").read_text()
+    assert "Merged from 2 runs" in md and "commit abc1234" in md and "## Text" in md and "Partial" not in md
+    with pytest.raises(SystemExit, match="differ"):
+        other = tmp_path / "other.json"
+        other.write_text(json.dumps({**data, "params": {**data["params"], "epochs": 99}}))
+        main(["--merge", str(paths[0]), str(other), "--out-dir", str(merged_dir)])
 
 
 def test_quick_refuses_to_overwrite_the_published_results():

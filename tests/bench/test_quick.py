@@ -51,12 +51,26 @@ def test_class_quick(tiny_cache):
 
 def test_random10_quick(tiny_cache):
     out = tiny_cache / "out"
-    payload = random10.main(["--quick", "--methods", MINE, "--out-dir", str(out)])
+    variant = "random_label:repair_steps=7"
+    payload = random10.main(["--quick", "--methods", MINE, "--variant", variant, "--out-dir", str(out)])
     check_rows(payload, expect_skipped={"logit_suppression"})
     case = payload["cases"][0]
     assert case["forget_size"] == 50 and case["retain_size"] == 450
+    # a variant runs beside its method with the one setting changed, under its own label
+    assert payload["methods"][-1] == variant
+    assert case["rows"][variant]["details"]["repair_steps"] == 7
+    assert case["rows"]["random_label"]["details"]["repair_steps"] == 0
     md = (out / "random10.md").read_text()
-    assert "target" in md.lower() and "What was run" in md
+    assert "target" in md.lower() and "What was run" in md and f"`{variant}`" in md
+
+
+def test_variants_and_seeds_flags():
+    args = compare.parser("random10", "", classes=False).parse_args(["--first-seed", "10", "--seeds", "2"])
+    assert compare.seeds_of(args) == [10, 11]
+    with pytest.raises(ValueError, match="unknown method"):
+        compare.with_variants(["finetune"], ["nope:lr=1"])
+    with pytest.raises(SystemExit, match="not a classifier"):
+        compare.with_variants(["finetune"], ["cascaded_gan:steps=1"])
 
 
 def test_every_classifier_method_is_benchmarked_and_noop_never():

@@ -1,5 +1,6 @@
 """`salun`: contract, saliency mask, class and item deletion on the tiny digits CNN."""
 
+import pytest
 import torch
 
 from tests.methods.behaviour import check_class_deletion, check_item_deletion
@@ -33,8 +34,10 @@ def test_mask_keeps_the_top_fraction_over_all_tensors():
     assert masks["b"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
-def test_only_masked_weights_move(tiny_model, class_splits):
-    result = run_method("salun", tiny_model, class_splits, {"mask_fraction": 0.2}, device="cpu")
+@pytest.mark.parametrize("repair_steps", [0, 20])
+def test_only_masked_weights_move(tiny_model, class_splits, repair_steps):
+    params = {"mask_fraction": 0.2, "repair_steps": repair_steps}
+    result = run_method("salun", tiny_model, class_splits, params, device="cpu")
     before = dict(tiny_model.named_parameters())
     moved = sum(int((p.detach() != before[n].detach()).sum()) for n, p in result.model.named_parameters())
     assert 0 < moved <= result.details["masked_weights"]

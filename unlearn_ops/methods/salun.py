@@ -38,6 +38,7 @@ class Config:
     batch_size: int = 64       # forget samples per step
     retain_batch_size: int = 128  # retain samples per step (SalUn code: 256; paper tables: 128)
     optimizer: str = "adam"    # adam | sgd
+    repair_steps: int = 0      # retain-only (masked) steps after the relabel steps (see random_label); 0 = SalUn
     seed: int = 0              # random labels and batch order
 
 
