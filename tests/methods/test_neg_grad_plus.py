@@ -48,3 +48,26 @@ def test_rejects_an_alpha_outside_0_1(tiny_model, class_splits):
 
     with pytest.raises(ValueError, match="alpha"):
         run_method("neg_grad_plus", tiny_model, class_splits, {"alpha": 1.5}, device="cpu")
+
+
+def test_stops_once_the_forget_set_looks_like_non_members(tiny_model, item_splits):
+    """With the stopping rule, the step budget is an upper bound: the ascent ends at the first
+    check where the forget set is predicted no better than its classes' non-members."""
+    params = {**FAST, "alpha": 0.5, "epochs": 40, "stop_at_nonmember_accuracy": True, "check_every": 3}
+    result = run_method("neg_grad_plus", tiny_model, item_splits, params, device="cpu")
+    d = result.details
+    assert d["stopped_early"] and d["steps_run"] < d["steps"] and d["steps_run"] % 3 == 0
+    assert d["forget_accuracy"] <= d["nonmember_accuracy"]
+    assert utility(result.model, item_splits)["forget_accuracy"] == d["forget_accuracy"]  # 40 < check_samples
+    assert any("stopping" in line for line in result.log)
+
+
+def test_the_stopping_rule_needs_non_members(tiny_model, item_splits):
+    import pytest
+
+    from unlearn_ops.data.splits import Splits
+
+    no_nm = Splits(item_splits.forget, item_splits.retain, item_splits.test, item_splits.nonmember.subset([]),
+                   item_splits.num_classes)
+    with pytest.raises(ValueError, match="non-members"):
+        run_method("neg_grad_plus", tiny_model, no_nm, {"stop_at_nonmember_accuracy": True}, device="cpu")
