@@ -121,8 +121,11 @@ def forgetting_rate(original: nn.Module, model: nn.Module, forget_member: Part, 
        members = up to `max_n` forget samples (label 1) vs as many non-members of the same
        classes (label 0; balanced to the smaller side).
     2. Target: `model`'s softmax on up to 2000 forget samples.
-    3. Fr = share judged non-member. Higher = more forgotten; the retrained model gives ≈ 1 for a
-       class deletion and is the reference for item deletions.
+    3. Fr = share judged non-member. Higher = more forgotten; the retrained model is the reference.
+       For a class deletion the target model predicts other classes for those images, outside
+       what the attacker was fitted on: measured on Fashion-MNIST, the retrained model scores
+       anywhere in 0.03–1.0 depending on the class and seed (docs/benchmarks/concept_poisoning.md),
+       so read Fr next to the retrained model's, never against a fixed threshold.
     """
     n = min(len(forget_member), len(forget_nonmember), max_n)
     if n < 2:
