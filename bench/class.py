@@ -1,6 +1,10 @@
 """Benchmark `class`: forget one whole Fashion-MNIST class, for each class, side by side with retraining.
 
     python -m bench class [--seeds 3] [--classes 0,3] [--methods salun,ssd] [--quick --out-dir DIR]
+    python -m bench class --merge A/class.json B/class.json [--out-dir DIR]
+
+The protocol splits into processes by class or seed (e.g. `--classes 0,1,2,3,4` and `--classes
+5,6,7,8,9`, one torch thread each, separate --out-dir); `--merge` joins their cases into one report.
 
 Seed s: the original model is the build's CNN and schedule (3 epochs, Adam 1e-3, batch 128) trained
 with seed s on the whole Fashion-MNIST train pool (`bench.references.base_model("fmnist", s)`);
@@ -56,8 +60,41 @@ def cases_for(dataset: str, seeds: list[int], classes: list[int]):
                                schedule=R.schedule(dataset, seed))
 
 
+def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
+    """One report from several runs of the protocol (same data, schedule, methods and gates)."""
+    import json
+
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    for key in ("dataset", "methods", "schedule", "gates", "quick"):
+        if any(p[key] != parts[0][key] for p in parts[1:]):
+            raise SystemExit(f"cannot merge runs that differ in {key!r}")
+    cases = [c for p in parts for c in p["cases"]]
+    labels = [c["case"] for c in cases]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"the runs overlap: {sorted({x for x in labels if labels.count(x) > 1})}")
+    methods = parts[0]["methods"]
+    payload = {**{k: parts[0][k] for k in ("quick", "dataset", "methods", "schedule", "gates")},
+               "seeds": sorted({c["seed"] for c in cases}), "classes": sorted({c["class"] for c in cases}),
+               "load": parts[0]["load"], "cases": cases,
+               "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS),
+               "suppression_flags": suppression_flags(cases, methods),
+               "merged_from": [{"file": str(f), "machine": p["machine"], "load": p["load"], "classes": p["classes"],
+                                "seeds": p["seeds"]} for f, p in zip(files, parts, strict=True)]}
+    write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)
+    return payload
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=True).parse_args(argv or [])
+    argv = list(argv or [])
+    if "--merge" in argv:
+        import argparse
+
+        p = argparse.ArgumentParser(prog=f"python -m bench {NAME} --merge")
+        p.add_argument("--merge", nargs="+", required=True, metavar="RUN.json")
+        p.add_argument("--out-dir", default=None)
+        a = p.parse_args(argv)
+        return merge([Path(f) for f in a.merge], a.out_dir)
+    args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=True).parse_args(argv)
     dataset = "digits" if args.quick else "fmnist"
     seeds = compare.seeds_of(args)
     classes = [3] if args.quick else [int(c) for c in args.classes.split(",") if c != ""]
@@ -125,7 +162,8 @@ def markdown(payload: dict[str, Any]) -> str:
                       "Avg. Gap (pp)", "relearn-3 %", "probe %", "wall s", "speed-up (wall)", "speed-up (CPU)",
                       "gates passed", "note"], rows)
     per_case = per_case_table(payload)
-    m = machine()
+    runs = payload.get("merged_from")
+    m = runs[0]["machine"] if runs else machine()
     sched = payload["schedule"]
     what = (f"## What was run\n\n- Data: {payload['dataset']}; classes {payload['classes']}; seeds "
             f"{payload['seeds']} (mean ± std over every (seed, class) pair).\n"
@@ -140,6 +178,11 @@ def markdown(payload: dict[str, Any]) -> str:
             f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}; {load_note(payload.get('load'))}; "
             f"wall-clock times depend on the load when each was measured (the cached retrain's too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of its schedule in the same "
             f"process, over the method's process CPU time.\n")
+    if runs:
+        what += f"- Merged from {len(runs)} runs: " + "; ".join(
+            f"`{r['file']}` (classes {r['classes']}, seeds {r['seeds']}, commit {r['machine']['commit']}, "
+            f"{r['machine']['date']}, {r['machine']['torch_threads']} torch thread(s); {load_note(r['load'])})"
+            for r in runs) + ".\n"
     legend = ("Accuracies, MIA-Efficacy, relearn-3 (accuracy on never-trained samples of the class after 3 "
               "relearning steps) and probe (balanced accuracy of a linear probe for the class on penultimate "
               "features) in %; Avg. Gap in percentage points over forget accuracy (UA), RA, TA and MIA-Efficacy, to "

@@ -48,6 +48,17 @@ def test_class_quick(tiny_cache):
     md = (out / "class.md").read_text()
     assert "suppresses the logit only" in md and "What was run" in md and "Avg. Gap" in md
 
+    # --merge: two runs (here the same run relabelled as another seed) → one report over both
+    other = {**saved, "seeds": [1], "cases": [{**c, "case": "seed 1 class 3", "seed": 1} for c in saved["cases"]]}
+    (tiny_cache / "other.json").write_text(json.dumps(other))
+    merged = CLASS_BENCH.main(["--merge", str(out / "class.json"), str(tiny_cache / "other.json"),
+                               "--out-dir", str(tiny_cache / "merged")])
+    assert merged["seeds"] == [0, 1] and len(merged["cases"]) == 2
+    assert merged["summary"]["salun"]["runs"] == 2
+    assert "Merged from 2 runs" in (tiny_cache / "merged" / "class.md").read_text()
+    with pytest.raises(SystemExit, match="overlap"):
+        CLASS_BENCH.main(["--merge", str(out / "class.json"), str(out / "class.json"), "--out-dir", str(tiny_cache)])
+
 
 def test_random10_quick(tiny_cache):
     out = tiny_cache / "out"
