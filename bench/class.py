@@ -80,7 +80,11 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
                "suppression_flags": suppression_flags(cases, methods),
                "merged_from": [{"file": str(f), "machine": p["machine"], "load": p["load"], "classes": p["classes"],
                                 "seeds": p["seeds"]} for f, p in zip(files, parts, strict=True)]}
-    write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)
+    payload["complete"] = all(p.get("complete", True) for p in parts)
+    text = markdown(payload)
+    if not payload["complete"]:
+        text = "**Partial results: at least one merged run was stopped before its last case.**\n\n" + text
+    write_results(NAME, payload, text, Path(out_dir) if out_dir else None)
     return payload
 
 
@@ -100,21 +104,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classes = [3] if args.quick else [int(c) for c in args.classes.split(",") if c != ""]
     methods = compare.with_variants(compare.classifier_methods([m for m in args.methods.split(",") if m]), args.variant)
     params = load_params()
-    cases = []
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    cases: list[dict[str, Any]] = []
+
+    def result(done: bool) -> dict[str, Any]:
+        """The payload over the cases finished so far (seeds / classes: those they cover)."""
+        return {"quick": args.quick, "complete": done, "dataset": dataset, "methods": methods,
+                "seeds": sorted({c["seed"] for c in cases}), "classes": sorted({c["class"] for c in cases}),
+                "schedule": {k: v for k, v in asdict(R.schedule(dataset, 0)).items() if k != "device"},
+                "load": load_record(), "gates": params["gates"]["class"],
+                "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS),
+                "suppression_flags": suppression_flags(cases, methods), "cases": cases}
+
     for case in cases_for(dataset, seeds, classes):
         cases.append(compare.run_case(case, methods, "class", params["unlearn"], params["gates"],
                                       eval_kwargs={"relearn_steps": RELEARN_STEPS, "probe": True},
                                       overrides=compare.QUICK_OVERRIDES if args.quick else None))
-    names = ["original", compare.REFERENCE, *methods]
-    summary = compare.summarize(cases, names, KEYS)
-    flags = suppression_flags(cases, methods)
-    payload = {"quick": args.quick, "dataset": dataset, "seeds": seeds, "classes": classes, "methods": methods,
-               "schedule": {k: v for k, v in asdict(R.schedule(dataset, 0)).items() if k != "device"},
-               "load": load_record(), "gates": params["gates"]["class"], "summary": summary, "suppression_flags": flags, "cases": cases}
-    if args.quick and not args.out_dir:
+        if out_dir is not None and len(cases) < len(seeds) * len(classes):
+            # a long run stopped early keeps its finished cases (usable with --merge), marked partial
+            write_results(NAME, (p := result(done=False)), "**Partial results.**\n\n" + markdown(p), out_dir)
+    payload = result(done=True)
+    if args.quick and out_dir is None:
         print(f"[{NAME}] quick run: nothing written (pass --out-dir to keep it)")
         return payload
-    write_results(NAME, payload, markdown(payload), Path(args.out_dir) if args.out_dir else None)
+    write_results(NAME, payload, markdown(payload), out_dir)
     return payload
 
 
