@@ -72,20 +72,22 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     labels = [c["case"] for c in cases]
     if len(set(labels)) != len(labels):
         raise SystemExit(f"the runs overlap: {sorted({x for x in labels if labels.count(x) > 1})}")
-    methods = parts[0]["methods"]
-    payload = {**{k: parts[0][k] for k in ("quick", "dataset", "methods", "schedule", "gates")},
-               "seeds": sorted({c["seed"] for c in cases}), "classes": sorted({c["class"] for c in cases}),
-               "load": parts[0]["load"], "cases": cases,
-               "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS),
-               "suppression_flags": suppression_flags(cases, methods),
-               "merged_from": [{"file": str(f), "machine": p["machine"], "load": p["load"], "classes": p["classes"],
-                                "seeds": p["seeds"]} for f, p in zip(files, parts, strict=True)]}
-    payload["complete"] = all(p.get("complete", True) for p in parts)
-    text = markdown(payload)
-    if not payload["complete"]:
-        text = "**Partial results: at least one merged run was stopped before its last case.**\n\n" + text
-    write_results(NAME, payload, text, Path(out_dir) if out_dir else None)
+    header = {k: parts[0][k] for k in ("quick", "dataset", "methods", "schedule", "gates", "load")}
+    payload = assemble(header, cases, complete=all(p.get("complete", True) for p in parts))
+    payload["merged_from"] = [{"file": str(f), "machine": p["machine"], "load": p["load"], "classes": p["classes"],
+                               "seeds": p["seeds"]} for f, p in zip(files, parts, strict=True)]
+    write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)
     return payload
+
+
+def assemble(header: dict[str, Any], cases: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+    """The result payload over `cases`: seeds / classes are those the cases cover, the summary and
+    the suppression flags are derived from them (one place for a run and a merge)."""
+    methods = header["methods"]
+    return {**header, "complete": complete, "cases": cases,
+            "seeds": sorted({c["seed"] for c in cases}), "classes": sorted({c["class"] for c in cases}),
+            "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS),
+            "suppression_flags": suppression_flags(cases, methods)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -107,23 +109,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = Path(args.out_dir) if args.out_dir else None
     cases: list[dict[str, Any]] = []
 
-    def result(done: bool) -> dict[str, Any]:
-        """The payload over the cases finished so far (seeds / classes: those they cover)."""
-        return {"quick": args.quick, "complete": done, "dataset": dataset, "methods": methods,
-                "seeds": sorted({c["seed"] for c in cases}), "classes": sorted({c["class"] for c in cases}),
-                "schedule": {k: v for k, v in asdict(R.schedule(dataset, 0)).items() if k != "device"},
-                "load": load_record(), "gates": params["gates"]["class"],
-                "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS),
-                "suppression_flags": suppression_flags(cases, methods), "cases": cases}
-
+    header = {"quick": args.quick, "dataset": dataset, "methods": methods, "gates": params["gates"]["class"],
+              "schedule": {k: v for k, v in asdict(R.schedule(dataset, 0)).items() if k != "device"}}
     for case in cases_for(dataset, seeds, classes):
         cases.append(compare.run_case(case, methods, "class", params["unlearn"], params["gates"],
                                       eval_kwargs={"relearn_steps": RELEARN_STEPS, "probe": True},
                                       overrides=compare.QUICK_OVERRIDES if args.quick else None))
         if out_dir is not None and len(cases) < len(seeds) * len(classes):
             # a long run stopped early keeps its finished cases (usable with --merge), marked partial
-            write_results(NAME, (p := result(done=False)), "**Partial results.**\n\n" + markdown(p), out_dir)
-    payload = result(done=True)
+            partial = assemble({**header, "load": load_record()}, cases, complete=False)
+            write_results(NAME, partial, markdown(partial), out_dir)
+    payload = assemble({**header, "load": load_record()}, cases, complete=True)
     if args.quick and out_dir is None:
         print(f"[{NAME}] quick run: nothing written (pass --out-dir to keep it)")
         return payload
@@ -207,7 +203,10 @@ def markdown(payload: dict[str, Any]) -> str:
                     f"legitimate fast option to hide a class from predictions, not unlearning). It was exposed by the "
                     f"relearning attack in {sup['relearn']}/{sup['runs']} cases and by the feature probe in "
                     f"{sup['probe']}/{sup['runs']}.")
-    return "\n\n".join([f"Whole-class forgetting on Fashion-MNIST.{sup_text}", table, legend, per_case, what])
+    partial = ([] if payload.get("complete", True) else
+               ["**Partial results: the run (or one of the merged runs) stopped before its last case.**"])
+    return "\n\n".join([*partial, f"Whole-class forgetting on Fashion-MNIST.{sup_text}", table, legend, per_case,
+                         what])
 
 
 def per_case_table(payload: dict[str, Any]) -> str:

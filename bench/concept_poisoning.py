@@ -358,13 +358,13 @@ def merge(files: list[Path], out_dir: Path, argv: list[str]) -> dict[str, Any]:
     import json
 
     parts = [json.loads(f.read_text()) for f in files]
-    for key in ("dataset", "quick", "params"):
-        values = {json.dumps(p[key], sort_keys=True) for p in parts if p["rows"] or p["ablation_rows"]}
-        if len(values) > 1:
-            raise SystemExit(f"cannot merge runs that differ in {key!r}: {sorted(values)}")
     images = [p for p in parts if p["rows"] or p["ablation_rows"]]
     if not images:
         raise SystemExit("none of the runs has image results")
+    for key in ("dataset", "quick", "params"):
+        values = {json.dumps(p[key], sort_keys=True) for p in images}
+        if len(values) > 1:
+            raise SystemExit(f"cannot merge runs that differ in {key!r}: {sorted(values)}")
     texts = [p for p in parts if p.get("text")]
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], r["class"]))
     ablation = [r for p in parts for r in p["ablation_rows"]]
