@@ -18,11 +18,13 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from unlearn_ops.data.splits import Part
+from unlearn_ops.training import inference_batch_size
 
 
 @torch.no_grad()
-def embeddings(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+def embeddings(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch_size(device)
     was = model.training
     model.eval()
     out = [model.embed(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
