@@ -5,8 +5,13 @@ import torch
 from tests.methods.behaviour import check_class_deletion, check_item_deletion
 from tests.methods.contract import check_contract
 from unlearn_ops.methods import run_method
-from unlearn_ops.methods._loops import random_wrong_labels
-from unlearn_ops.training import per_sample_loss
+import pytest
+
+from unlearn_ops.methods._loops import distill_kl, random_wrong_labels
+from unlearn_ops.data.splits import Part
+from unlearn_ops.methods.random_label import hard_split, nearest_wrong_labels, shift_confidence
+from unlearn_ops.training import accuracy, per_sample_loss, predict_logits
+from unlearn_ops.verify.mia import matched_nonmembers
 
 FAST: dict = {}  # the production defaults (params.yaml mirrors them) are fast on the tiny CNN
 
@@ -47,3 +52,56 @@ def test_repair_steps_refit_the_retain_set_after_relabelling(tiny_model, item_sp
     assert loss(repaired) < loss(plain)
     assert any("repair step 40/40" in line for line in repaired.log)
     check_item_deletion("random_label", tiny_model, item_splits, {"repair_steps": 40}, loss_must_rise=False)
+
+
+def test_nearest_wrong_labels_are_the_originals_runner_up(tiny_model, item_splits):
+    forget = item_splits.forget
+    nearest = nearest_wrong_labels(tiny_model, forget)
+    assert not (nearest == forget.y).any()
+    top2 = predict_logits(tiny_model, forget.x).topk(2, dim=1).indices
+    runner_up = torch.where(top2[:, 0] == forget.y, top2[:, 1], top2[:, 0])
+    assert torch.equal(nearest, runner_up)
+
+
+def test_kl_retain_loss_keeps_the_retain_outputs_closer_to_the_original(tiny_model, item_splits):
+    """Same relabelling, retain batch distilled from the original instead of fitted to its labels:
+    the retain set's output distribution stays closer to the original's (what the option is for),
+    and item deletion still raises the forget loss and keeps utility."""
+    params = {"labels": "nearest", "lr": 3e-3}
+    ce = run_method("random_label", tiny_model, item_splits, params, device="cpu")
+    kl = run_method("random_label", tiny_model, item_splits, {**params, "retain_loss": "kl"}, device="cpu")
+    reference = predict_logits(tiny_model, item_splits.retain.x)
+    drift = lambda r: distill_kl(predict_logits(r.model, item_splits.retain.x), reference, 4.0).item()  # noqa: E731
+    assert drift(kl) < drift(ce)
+    check_item_deletion("random_label", tiny_model, item_splits, {**params, "retain_loss": "kl"})
+
+
+def test_hard_relabels_the_non_member_error_share_least_recognised_under_shifts(tiny_model, item_splits):
+    relabel, retain = hard_split(tiny_model, item_splits)
+    error = 1.0 - accuracy(tiny_model, matched_nonmembers(item_splits.forget, item_splits.nonmember))
+    assert len(relabel) == round(error * len(item_splits.forget)) > 0
+    assert retain is item_splits.retain  # the other forget samples are left out of training
+    conf = dict(zip(item_splits.forget.ids, shift_confidence(tiny_model, item_splits.forget).tolist(), strict=True))
+    chosen = set(relabel.ids)
+    assert max(conf[i] for i in chosen) <= min(c for i, c in conf.items() if i not in chosen)
+
+
+def test_hard_relabelling_unlearns_items_and_logs_how_many(tiny_model, item_splits):
+    params = {"relabel": "hard", "labels": "nearest"}
+    result = run_method("random_label", tiny_model, item_splits, params, device="cpu")
+    assert 0 < result.details["relabelled"] < len(item_splits.forget)
+    check_item_deletion("random_label", tiny_model, item_splits, params)
+
+
+def test_hard_relabelling_refuses_a_class_deletion_and_non_images(tiny_model, class_splits):
+    with pytest.raises(ValueError, match="item deletion"):
+        run_method("random_label", tiny_model, class_splits, {"relabel": "hard"}, device="cpu")
+    flat = Part(ids=class_splits.forget.ids, x=class_splits.forget.x.flatten(1), y=class_splits.forget.y)
+    with pytest.raises(ValueError, match="needs images"):
+        shift_confidence(tiny_model, flat)
+
+
+@pytest.mark.parametrize("bad", [{"retain_loss": "mse"}, {"labels": "closest"}, {"relabel": "some"}])
+def test_unknown_label_or_retain_loss_choice_is_refused(tiny_model, item_splits, bad):
+    with pytest.raises(ValueError, match="must be"):
+        run_method("random_label", tiny_model, item_splits, bad, device="cpu")

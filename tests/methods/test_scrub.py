@@ -6,7 +6,7 @@ import torch
 from tests.methods.behaviour import check_class_deletion, check_item_deletion
 from tests.methods.contract import check_contract
 from unlearn_ops.methods import run_method
-from unlearn_ops.methods.scrub import distill_kl
+from unlearn_ops.methods._loops import distill_kl
 
 FAST: dict = {}  # the production defaults are fast on the tiny CNN
 

@@ -9,12 +9,14 @@ than retraining; each method's docs page says so.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part
 
@@ -81,3 +83,18 @@ def sample_part(part: Part, max_samples: int, seed: int) -> Part:
     if max_samples <= 0 or len(part) <= max_samples:
         return part
     return part.subset(np.sort(np.random.default_rng(seed).permutation(len(part))[:max_samples]))
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with gradients off: the teacher of a distillation loss."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """Hinton's KD loss KL(teacher ‖ student) at temperature t, ×t², batch mean (SCRUB's DistillKL)."""
+    log_p_s = F.log_softmax(student_logits / t, dim=1)
+    p_t = F.softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_p_s, p_t, reduction="sum") * (t * t) / student_logits.shape[0]

@@ -23,7 +23,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part, Splits
-from unlearn_ops.methods._loops import schedule_steps
 from unlearn_ops.methods.base import UnlearnResult, fresh_copy
 from unlearn_ops.methods.random_label import relabel_steps
 from unlearn_ops.utils import resolve_device
@@ -39,6 +38,10 @@ class Config:
     retain_batch_size: int = 128  # retain samples per step (SalUn code: 256; paper tables: 128)
     optimizer: str = "adam"    # adam | sgd
     repair_steps: int = 0      # retain-only (masked) steps after the relabel steps (see random_label); 0 = SalUn
+    labels: str = "random"     # random (as published) | nearest (see random_label)
+    relabel: str = "all"       # all (as published) | hard (item deletion; see random_label)
+    retain_loss: str = "ce"    # ce (as published) | kl (distil the original on the retain batch; see random_label)
+    kd_T: float = 4.0          # temperature of the kl retain loss
     seed: int = 0              # random labels and batch order
 
 
@@ -74,9 +77,8 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
     dev = resolve_device(device)
     new = fresh_copy(model).to(dev)
     masks = top_fraction_masks(saliency(new, splits.forget, dev), cfg.mask_fraction)
-    log = relabel_steps(new, splits, cfg, dev, masks=masks)
+    log, details = relabel_steps(new, splits, cfg, dev, masks=masks)
     kept = int(sum(m.sum().item() for m in masks.values()))
     total = sum(m.numel() for m in masks.values())
-    steps = schedule_steps(len(splits.forget), cfg.batch_size, cfg.epochs, cfg.min_steps)
-    return UnlearnResult(new, "salun", details={"steps": steps, "masked_weights": kept, "total_weights": total},
+    return UnlearnResult(new, "salun", details={**details, "masked_weights": kept, "total_weights": total},
                          log=log)

@@ -18,7 +18,6 @@ item deletion alike.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods._loops import cycle_indices, take, trainable
+from unlearn_ops.methods._loops import cycle_indices, distill_kl, frozen_copy, take, trainable
 from unlearn_ops.methods.base import UnlearnResult, fresh_copy
 from unlearn_ops.training import TrainConfig, make_optimizer
 from unlearn_ops.utils import resolve_device
@@ -49,20 +48,11 @@ class Config:
     seed: int = 0              # batch order
 
 
-def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
-    """Hinton's KD loss KL(teacher ‖ student) at temperature t, ×t², batch mean (SCRUB's DistillKL)."""
-    log_p_s = F.log_softmax(student_logits / t, dim=1)
-    p_t = F.softmax(teacher_logits / t, dim=1)
-    return F.kl_div(log_p_s, p_t, reduction="sum") * (t * t) / student_logits.shape[0]
-
-
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     if cfg.max_epochs > cfg.epochs:
         raise ValueError(f"scrub max_epochs ({cfg.max_epochs}) cannot exceed epochs ({cfg.epochs})")
     dev = resolve_device(device)
-    teacher = copy.deepcopy(model).to(dev).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = frozen_copy(model).to(dev)
     student = fresh_copy(model).to(dev).train()
     opt = make_optimizer(trainable(student), TrainConfig(lr=cfg.lr, optimizer=cfg.optimizer,
                                                          weight_decay=cfg.weight_decay))
