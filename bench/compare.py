@@ -33,9 +33,11 @@ from unlearn_ops.verify.gates import for_method
 from unlearn_ops.verify.mia import matched_nonmembers
 from unlearn_ops.verify.suite import avg_gap, evaluate
 
-# Registered methods that do not unlearn an image classifier (GANs, language models). A method
-# module may also declare `MODEL_KINDS = ("classifier", ...)`; that attribute wins when present.
-NOT_CLASSIFIER = frozenset({"cascaded_gan", "lm_token_poisoning", "grad_ascent", "grad_diff", "npo", "lm_retrain"})
+# Registered methods that do not unlearn an image classifier (GANs, language models, the text
+# head refit). A method module may also declare `MODEL_KINDS = ("classifier", ...)`; that
+# attribute wins when present.
+NOT_CLASSIFIER = frozenset({"cascaded_gan", "gan_retrain", "lm_token_poisoning", "grad_ascent", "grad_diff", "npo",
+                            "lm_retrain", "text_retrain"})
 REFERENCE = "retrain"
 UTILITY_DROPS = {"test_accuracy": "test_accuracy_drop", "retained_test_accuracy": "retained_test_accuracy_drop"}
 

@@ -113,7 +113,11 @@ def markdown(payload: dict[str, Any]) -> str:
                    f"(Avg. Gap ≤ {TARGET_GAP} at ≥ {TARGET_SPEEDUP:.0f}×) **{'met' if met else 'NOT met'}**.")
         if best and best != fast:
             verdict += f" Lowest Avg. Gap at any speed: `{best}` ({s[best]['avg_gap'][0]:.2f} pp)."
-    m = machine()
+        if ":" in fast:
+            method = fast.split(":")[0]
+            verdict += (f" `{fast}` is `{method}` with those settings changed from params.yaml (`--variant`; "
+                        f"the options are defined and discussed in docs/methods/{method}.md).")
+    m = payload.get("machine") or machine()  # the run's machine, also when re-rendered
     what = (f"## What was run\n\n- Base (memorizing, trained once, seed 0, cached): {base['dataset']}, "
             f"{base['subset_size']} training samples, {base['epochs']} epochs, Adam lr {base['lr']}, batch "
             f"{base['batch_size']}; train accuracy {100 * base['train_accuracy']:.2f} %, test accuracy "
