@@ -1,14 +1,13 @@
 """`random_label`: contract, class and item deletion on the tiny digits CNN."""
 
+import pytest
 import torch
 
 from tests.methods.behaviour import check_class_deletion, check_item_deletion
 from tests.methods.contract import check_contract
-from unlearn_ops.methods import run_method
-import pytest
-
-from unlearn_ops.methods._loops import distill_kl, random_wrong_labels
 from unlearn_ops.data.splits import Part
+from unlearn_ops.methods import run_method
+from unlearn_ops.methods._loops import distill_kl, random_wrong_labels
 from unlearn_ops.methods.random_label import hard_split, nearest_wrong_labels, shift_confidence
 from unlearn_ops.training import accuracy, per_sample_loss, predict_logits
 from unlearn_ops.verify.mia import matched_nonmembers
