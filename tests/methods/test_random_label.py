@@ -102,5 +102,5 @@ def test_hard_relabelling_refuses_a_class_deletion_and_non_images(tiny_model, cl
 
 @pytest.mark.parametrize("bad", [{"retain_loss": "mse"}, {"labels": "closest"}, {"relabel": "some"}])
 def test_unknown_label_or_retain_loss_choice_is_refused(tiny_model, item_splits, bad):
-    with pytest.raises(ValueError, match="must be"):
+    with pytest.raises(ValueError, match="must be one of"):
         run_method("random_label", tiny_model, item_splits, bad, device="cpu")
