@@ -68,7 +68,8 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     for key in ("dataset", "methods", "schedule", "gates", "quick"):
         if any(p[key] != parts[0][key] for p in parts[1:]):
             raise SystemExit(f"cannot merge runs that differ in {key!r}")
-    cases = [c for p in parts for c in p["cases"]]
+    # seed, class order in the report, whatever order the runs were given in
+    cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: (c["seed"], c["class"]))
     labels = [c["case"] for c in cases]
     if len(set(labels)) != len(labels):
         raise SystemExit(f"the runs overlap: {sorted({x for x in labels if labels.count(x) > 1})}")
