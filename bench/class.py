@@ -23,13 +23,14 @@ the relearning / probe columns show it.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import compare
 from bench import references as R
-from bench.common import load_note, load_record, machine, md_table, write_results
+from bench.common import load_note, load_record, load_runs, machine, md_table, require_same, write_results
 from flows.params import load_params
 
 NAME = "class"
@@ -62,12 +63,8 @@ def cases_for(dataset: str, seeds: list[int], classes: list[int]):
 
 def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     """One report from several runs of the protocol (same data, schedule, methods and gates)."""
-    import json
-
-    parts = [json.loads(Path(f).read_text()) for f in files]
-    for key in ("dataset", "methods", "schedule", "gates", "quick"):
-        if any(p[key] != parts[0][key] for p in parts[1:]):
-            raise SystemExit(f"cannot merge runs that differ in {key!r}")
+    parts = load_runs(files)
+    require_same(parts, ("dataset", "methods", "schedule", "gates", "quick"))
     # seed, class order in the report, whatever order the runs were given in
     cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: (c["seed"], c["class"]))
     labels = [c["case"] for c in cases]
@@ -94,8 +91,6 @@ def assemble(header: dict[str, Any], cases: list[dict[str, Any]], complete: bool
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(argv or [])
     if "--merge" in argv:
-        import argparse
-
         p = argparse.ArgumentParser(prog=f"python -m bench {NAME} --merge")
         p.add_argument("--merge", nargs="+", required=True, metavar="RUN.json")
         p.add_argument("--out-dir", default=None)

@@ -25,6 +25,19 @@ def load_record() -> dict[str, float]:
     return {"start": round(LOAD_AT_START, 2), "end": round(os.getloadavg()[0], 2), "cores": os.cpu_count() or 0}
 
 
+def load_runs(files: Iterable[Path]) -> list[dict[str, Any]]:
+    """The result JSONs of runs to merge (`--merge`), in the order given."""
+    return [json.loads(Path(f).read_text()) for f in files]
+
+
+def require_same(runs: list[dict[str, Any]], keys: Iterable[str]) -> None:
+    """Refuse to merge runs that differ in any of `keys` (data, settings, quick-ness)."""
+    for key in keys:
+        values = {json.dumps(r[key], sort_keys=True) for r in runs}
+        if len(values) > 1:
+            raise SystemExit(f"cannot merge runs that differ in {key!r}: {sorted(values)}")
+
+
 def load_note(load: dict[str, float] | None) -> str:
     if not load:
         return "Load average not recorded for this run"

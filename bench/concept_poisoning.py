@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, md_table, mean_std, write_results
+from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, require_same, write_results
 from flows.params import load_params
 from tasks.env import project_root
 from unlearn_ops.data.sources import LOADERS
@@ -355,16 +355,11 @@ def text_report(text: dict[str, Any]) -> list[str]:
 def merge(files: list[Path], out_dir: Path, argv: list[str]) -> dict[str, Any]:
     """One report from several runs (their image rows concatenated, the text section from the run
     that has one). Runs must share the data set, the method settings and quick-ness."""
-    import json
-
-    parts = [json.loads(f.read_text()) for f in files]
+    parts = load_runs(files)
     images = [p for p in parts if p["rows"] or p["ablation_rows"]]
     if not images:
         raise SystemExit("none of the runs has image results")
-    for key in ("dataset", "quick", "params"):
-        values = {json.dumps(p[key], sort_keys=True) for p in images}
-        if len(values) > 1:
-            raise SystemExit(f"cannot merge runs that differ in {key!r}: {sorted(values)}")
+    require_same(images, ("dataset", "quick", "params"))
     texts = [p for p in parts if p.get("text")]
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], r["class"]))
     ablation = [r for p in parts for r in p["ablation_rows"]]

@@ -134,10 +134,11 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     named = [(n, p) for n, p in new.named_parameters() if p.requires_grad]
     log: list[str] = []
 
-    def step(x: torch.Tensor, y: torch.Tensor, n_forget: int | None = None) -> float:
-        """One update on a batch; with a teacher, samples from `n_forget` on are distilled instead."""
+    def step(x: torch.Tensor, y: torch.Tensor, n_forget: int) -> float:
+        """One update on a batch (`n_forget` relabelled samples first); with a teacher, the samples
+        after them are distilled instead of fitted to their labels."""
         logits = new(x)
-        if teacher is None or n_forget is None or n_forget == len(x):
+        if teacher is None or n_forget == len(x):
             loss = F.cross_entropy(logits, y)
         else:
             ce = F.cross_entropy(logits[:n_forget], y[:n_forget], reduction="sum")
