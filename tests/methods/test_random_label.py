@@ -8,7 +8,14 @@ from tests.methods.contract import check_contract
 from unlearn_ops.data.splits import Part
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods._loops import distill_kl, random_wrong_labels
-from unlearn_ops.methods.random_label import hard_split, nearest_wrong_labels, shift_confidence
+from unlearn_ops.methods.random_label import (
+    hard_split,
+    match_split,
+    matched_targets,
+    nearest_wrong_labels,
+    nonmember_sample,
+    shift_confidence,
+)
 from unlearn_ops.training import accuracy, per_sample_loss, predict_logits
 from unlearn_ops.verify.mia import matched_nonmembers
 
@@ -76,10 +83,9 @@ def test_kl_retain_loss_keeps_the_retain_outputs_closer_to_the_original(tiny_mod
 
 
 def test_hard_relabels_the_non_member_error_share_least_recognised_under_shifts(tiny_model, item_splits):
-    relabel, retain = hard_split(tiny_model, item_splits)
+    relabel = hard_split(tiny_model, item_splits)  # the other forget samples are left out of training
     error = 1.0 - accuracy(tiny_model, matched_nonmembers(item_splits.forget, item_splits.nonmember))
     assert len(relabel) == round(error * len(item_splits.forget)) > 0
-    assert retain is item_splits.retain  # the other forget samples are left out of training
     conf = dict(zip(item_splits.forget.ids, shift_confidence(tiny_model, item_splits.forget).tolist(), strict=True))
     chosen = set(relabel.ids)
     assert max(conf[i] for i in chosen) <= min(c for i, c in conf.items() if i not in chosen)
@@ -98,6 +104,44 @@ def test_hard_relabelling_refuses_a_class_deletion_and_non_images(tiny_model, cl
     flat = Part(ids=class_splits.forget.ids, x=class_splits.forget.x.flatten(1), y=class_splits.forget.y)
     with pytest.raises(ValueError, match="needs images"):
         shift_confidence(tiny_model, flat)
+
+
+def test_matched_targets_give_the_forget_set_the_non_members_confidences_in_shift_order(tiny_model, item_splits):
+    forget = item_splits.forget
+    targets = matched_targets(tiny_model, item_splits)
+    assert torch.allclose(targets.sum(1), torch.ones(len(forget)), atol=1e-5) and (targets >= 0).all()
+    true_p = targets[torch.arange(len(forget)), forget.y]
+    nonmember = nonmember_sample(item_splits, "match")
+    confidence = torch.softmax(predict_logits(tiny_model, nonmember.x), 1)[torch.arange(len(nonmember)), nonmember.y]
+    # the targets are quantiles of the non-members' confidences: same range, same median ...
+    assert confidence.min() - 1e-6 <= true_p.min() and true_p.max() <= confidence.max() + 1e-6
+    assert abs(true_p.median() - confidence.median()) < 0.05
+    # ... handed out in the order of the one-pixel-shift confidence (least recognised → lowest target)
+    order = torch.argsort(shift_confidence(tiny_model, forget), stable=True)
+    assert (true_p[order].diff() >= 0).all()
+
+
+def test_match_trains_the_samples_below_the_threshold_with_hard_labels_where_the_target_is_wrong(
+        tiny_model, item_splits):
+    forget = item_splits.forget
+    soft = matched_targets(tiny_model, item_splits)
+    chosen, targets, relabelled = match_split(tiny_model, item_splits, below=0.9)
+    soft_p = dict(zip(forget.ids, soft[torch.arange(len(forget)), forget.y].tolist(), strict=True))
+    assert set(chosen.ids) == {i for i, p in soft_p.items() if p < 0.9}
+    wrong = targets.argmax(1) != chosen.y
+    assert int(wrong.sum()) == relabelled == int((soft.argmax(1) != forget.y).sum()) > 0
+    assert torch.equal(targets[wrong].max(1).values, torch.ones(relabelled))  # one-hot on another class
+    assert (targets[~wrong].max(1).values < 1).all()  # the others keep their soft targets
+
+
+def test_match_unlearns_items_logs_hard_and_soft_counts_and_refuses_a_class(tiny_model, item_splits, class_splits):
+    params = {"relabel": "match", "retain_loss": "kl"}
+    result = run_method("random_label", tiny_model, item_splits, params, device="cpu")
+    assert result.details["relabelled"] > 0 and result.details["softened"] >= 0
+    assert result.details["relabelled"] + result.details["softened"] < len(item_splits.forget)
+    check_item_deletion("random_label", tiny_model, item_splits, params)
+    with pytest.raises(ValueError, match="'match' is for item deletion"):
+        run_method("random_label", tiny_model, class_splits, params, device="cpu")
 
 
 @pytest.mark.parametrize("bad", [{"retain_loss": "mse"}, {"labels": "closest"}, {"relabel": "some"}])

@@ -33,7 +33,17 @@ no loss. Why: a retrained model errs on ≈ its test error rate of the forget se
 lowers the confidence of all of them. On the memorizing Fashion-MNIST CNN a one-pixel shift takes
 the memorization away (forget 81 % vs test 79 % accuracy; unshifted 99.7 % vs 89 %), so low
 shifted confidence marks a sample known only by heart. Measured (random10, docs/methods/random_label.md):
-all three together come closest to retraining of every setting tried (Avg. Gap 1.45 pp at 13×).
+all three together: Avg. Gap 1.45 pp at 13×.
+
+`relabel: match` (item deletion) goes one step further: a model that never saw the forget samples
+is not only wrong on a share of them, it is also unsure of some it gets right (random10: 5–7 % of
+the forget set has a true-label probability in 0.5–0.9 under the retrained model, under 1 % under
+`hard`). So the forget samples, ranked by one-pixel-shift confidence, take the original's
+true-label confidence on non-members, quantile for quantile, as their target. A target below ½
+becomes a hard label on the class the original finds most likely under the shifts (soft targets
+there do not flip the sample in the steps we run); a target below `match_below` is fitted as a
+soft target (that probability on the true class, the rest spread as the original's shifted
+predictions); the samples above it take part in no loss, as under `hard`. `labels` is not used.
 """
 
 from __future__ import annotations
@@ -73,7 +83,8 @@ class Config:
     optimizer: str = "adam"    # adam | sgd
     repair_steps: int = 0      # retain-only steps (true labels) after the relabel steps; 0 = RL as published
     labels: str = "random"     # random (as published) | nearest (the original's most likely wrong class)
-    relabel: str = "all"       # all (as published) | hard (item deletion: see above)
+    relabel: str = "all"       # all (as published) | hard | match (item deletion: see above)
+    match_below: float = 0.9   # relabel: match fits targets below this true-label probability, leaves the rest
     retain_loss: str = "ce"    # ce (true labels, as published) | kl (distil the original's outputs, see above)
     kd_T: float = 4.0          # temperature of the kl retain loss (SCRUB's)
     seed: int = 0              # random labels and batch order
@@ -87,30 +98,70 @@ def nearest_wrong_labels(model: nn.Module, forget: Part) -> torch.Tensor:
     return logits.argmax(1)
 
 
-CHOICES = {"labels": ("random", "nearest"), "relabel": ("all", "hard"), "retain_loss": ("ce", "kl")}
+CHOICES = {"labels": ("random", "nearest"), "relabel": ("all", "hard", "match"), "retain_loss": ("ce", "kl")}
 SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # one pixel right, left, down, up
 NONMEMBER_SAMPLES = 5000  # enough to estimate an error rate to ±0.5 point, a fraction of the pool's cost
 
 
+def shift_probs(model: nn.Module, part: Part) -> torch.Tensor:
+    """Per image, `model`'s softmax averaged over the four one-pixel shifts, shape (n, classes)."""
+    if part.x.dim() != 4:
+        raise ValueError(f"relabel 'hard' / 'match' needs images (N, C, H, W), got inputs of shape {tuple(part.x.shape)}")
+    return torch.stack([torch.softmax(predict_logits(model, torch.roll(part.x, shift, dims=(2, 3))), 1)
+                        for shift in SHIFTS]).mean(0)
+
+
 def shift_confidence(model: nn.Module, part: Part) -> torch.Tensor:
     """Per image, `model`'s mean probability of the true label over the four one-pixel shifts."""
-    if part.x.dim() != 4:
-        raise ValueError(f"relabel 'hard' needs images (N, C, H, W), got inputs of shape {tuple(part.x.shape)}")
-    probs = torch.stack([torch.softmax(predict_logits(model, torch.roll(part.x, shift, dims=(2, 3))), 1)
-                         for shift in SHIFTS]).mean(0)
-    return probs[torch.arange(len(part)), part.y]
+    return shift_probs(model, part)[torch.arange(len(part)), part.y]
 
 
-def hard_split(model: nn.Module, splits: Splits) -> tuple[Part, Part]:
-    """(forget samples to relabel, retain set) for `relabel: hard`; the other forget samples are left out."""
+def nonmember_sample(splits: Splits, how: str) -> Part:
+    """Up to NONMEMBER_SAMPLES non-members of the forget set's classes: what `hard` / `match` imitate."""
     if forget_class_set(splits.forget, splits.retain):
-        raise ValueError("relabel 'hard' is for item deletion; a whole-class deletion relabels every sample")
+        raise ValueError(f"relabel {how!r} is for item deletion; a whole-class deletion relabels every sample")
     nonmember = sample_part(matched_nonmembers(splits.forget, splits.nonmember), NONMEMBER_SAMPLES, seed=0)
     if len(nonmember) == 0:
-        raise ValueError("relabel 'hard' needs non-members of the forget set's classes (splits.nonmember)")
+        raise ValueError(f"relabel {how!r} needs non-members of the forget set's classes (splits.nonmember)")
+    return nonmember
+
+
+def hard_split(model: nn.Module, splits: Splits) -> Part:
+    """The forget samples `relabel: hard` relabels; the other forget samples are left out."""
+    nonmember = nonmember_sample(splits, "hard")
     n = round((1.0 - accuracy(model, nonmember)) * len(splits.forget))
     order = torch.argsort(shift_confidence(model, splits.forget), stable=True)
-    return splits.forget.subset(order[:n]), splits.retain
+    return splits.forget.subset(order[:n])
+
+
+def matched_targets(model: nn.Module, splits: Splits) -> torch.Tensor:
+    """Soft targets (n, classes) for `relabel: match`: the forget sample ranked r-th of n by
+    one-pixel-shift confidence gets, as its true-label probability, the (r + ½)/n quantile of
+    `model`'s true-label confidence on non-members; the rest of the mass goes to the other classes
+    in proportion to `model`'s shifted-input probabilities (its confusions on inputs it never saw)."""
+    nonmember = nonmember_sample(splits, "match")
+    forget, n = splits.forget, len(splits.forget)
+    rows = torch.arange(n)
+    confidence = torch.softmax(predict_logits(model, nonmember.x), 1)[torch.arange(len(nonmember)), nonmember.y]
+    probs = shift_probs(model, forget)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[torch.argsort(probs[rows, forget.y], stable=True)] = rows  # same order as shift_confidence
+    true_p = torch.quantile(confidence.double(), (rank.double() + 0.5) / n).float()
+    others = probs.clone()
+    others[rows, forget.y] = 0.0
+    targets = others / others.sum(1, keepdim=True).clamp_min(1e-12) * (1.0 - true_p)[:, None]
+    targets[rows, forget.y] = true_p
+    return targets
+
+
+def match_split(model: nn.Module, splits: Splits, below: float) -> tuple[Part, torch.Tensor, int]:
+    """(forget samples `relabel: match` trains on, their targets, how many of them are hard labels)."""
+    targets = matched_targets(model, splits)
+    forget = splits.forget
+    wrong = targets.argmax(1) != forget.y  # a never-seen model errs here, and errs confidently: hard label
+    targets[wrong] = F.one_hot(targets[wrong].argmax(1), splits.num_classes).to(targets.dtype)
+    keep = torch.nonzero(wrong | (targets[torch.arange(len(forget)), forget.y] < below)).flatten()
+    return forget.subset(keep), targets[keep], int(wrong.sum())
 
 
 def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
@@ -121,13 +172,19 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, not {getattr(cfg, key)!r}")
-    forget, retain = hard_split(new, splits) if cfg.relabel == "hard" else (splits.forget, splits.retain)
-    if len(forget) == 0:  # `hard` on a model that never errs on non-members: a retrained one would not either
+    retain = splits.retain
+    if cfg.relabel == "match":  # soft targets, (n, classes)
+        forget, targets, relabelled = match_split(new, splits, cfg.match_below)
+    else:
+        forget = hard_split(new, splits) if cfg.relabel == "hard" else splits.forget
+        targets = (random_wrong_labels(forget.y, splits.num_classes, cfg.seed) if cfg.labels == "random"
+                   else nearest_wrong_labels(new, forget))
+        relabelled = len(forget)
+    counts = {"relabelled": relabelled, "softened": len(forget) - relabelled}
+    if len(forget) == 0:  # hard / match on a model sure of its non-members: a retrained one would be too
         new.eval()
-        nothing = "nothing to relabel: the original errs on no non-member of these classes"
-        return [nothing], {"steps": 0, "repair_steps": 0, "relabelled": 0}
-    wrong = (random_wrong_labels(forget.y, splits.num_classes, cfg.seed) if cfg.labels == "random"
-             else nearest_wrong_labels(new, forget))
+        nothing = "nothing to relabel: the original is as sure of non-members of these classes as of the forget set"
+        return [nothing], {"steps": 0, "repair_steps": 0, **counts}
     teacher = frozen_copy(new) if cfg.retain_loss == "kl" else None
     opt = make_optimizer(trainable(new), TrainConfig(lr=cfg.lr, optimizer=cfg.optimizer))
     steps = schedule_steps(len(forget), cfg.batch_size, cfg.epochs, cfg.min_steps)
@@ -159,9 +216,11 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     for n, (fi, ri) in enumerate(paired_batches(forget, retain, steps, cfg.batch_size,
                                                 cfg.retain_batch_size, cfg.seed), start=1):
         xf, _ = take(forget, fi, dev)
-        x, y = xf, wrong[fi].to(dev)
+        x, y = xf, targets[fi].to(dev)
         if len(ri):
             xr, yr = take(retain, ri, dev)
+            if y.is_floating_point():  # soft forget targets: the retain labels as one-hot rows
+                yr = F.one_hot(yr, splits.num_classes).to(y.dtype)
             x, y = torch.cat([xf, xr]), torch.cat([y, yr])
         loss = step(x, y, n_forget=len(fi))
         if n == steps or n % 50 == 0:
@@ -174,7 +233,7 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
             if n == repair or n % 50 == 0:
                 log.append(f"repair step {n}/{repair}: retain loss {loss:.4f}")
     new.eval()
-    return log, {"steps": steps, "repair_steps": repair, "relabelled": len(forget)}
+    return log, {"steps": steps, "repair_steps": repair, **counts}
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:

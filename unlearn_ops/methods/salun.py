@@ -39,7 +39,8 @@ class Config:
     optimizer: str = "adam"    # adam | sgd
     repair_steps: int = 0      # retain-only (masked) steps after the relabel steps (see random_label); 0 = SalUn
     labels: str = "random"     # random (as published) | nearest (see random_label)
-    relabel: str = "all"       # all (as published) | hard (item deletion; see random_label)
+    relabel: str = "all"       # all (as published) | hard | match (item deletion; see random_label)
+    match_below: float = 0.9   # relabel: match fits targets below this true-label probability (see random_label)
     retain_loss: str = "ce"    # ce (as published) | kl (distil the original on the retain batch; see random_label)
     kd_T: float = 4.0          # temperature of the kl retain loss
     seed: int = 0              # random labels and batch order
