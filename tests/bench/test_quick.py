@@ -89,3 +89,17 @@ def test_every_classifier_method_is_benchmarked_and_noop_never():
     assert "noop" not in names and "retrain" not in names
     assert {"neg_grad_plus", "random_label", "salun", "scrub", "ssd", "logit_suppression"} <= set(names)
     assert not {"cascaded_gan", "gan_retrain", "text_retrain", "lm_retrain"} & set(names)  # other model kinds
+
+
+def test_confidence_diagnostic_quick(tiny_cache, capsys):
+    from bench import confidence
+
+    lines = confidence.main(["--quick", "--seed", "0", "--variant", "random_label:relabel=match,retain_loss=kl"])
+    heads = [line for line in lines if not line.startswith("    ")]
+    assert [h.split(":")[0] for h in heads] == ["original", "retrain", "random_label"]
+    assert "Avg. Gap" in heads[0] and "Avg. Gap" not in heads[1] and "s CPU" in heads[2]
+    assert all("errors shared" in h and "ρ" in h for h in (heads[0], heads[2]))
+    assert "'relabelled'" in heads[2] and "'softened'" in heads[2]
+    quantiles = [[float(v) for v in line.split(": ")[1].split()] for line in lines if line.startswith("    ")]
+    assert len(quantiles) == 9 and all(q == sorted(q) and 0.0 <= q[0] <= q[-1] <= 1.0 for q in quantiles)
+    assert capsys.readouterr().out.count("q0.05") == 9
