@@ -144,6 +144,11 @@ def test_match_unlearns_items_logs_hard_and_soft_counts_and_refuses_a_class(tiny
         run_method("random_label", tiny_model, class_splits, params, device="cpu")
 
 
+def test_match_below_must_be_a_probability(tiny_model, item_splits):
+    with pytest.raises(ValueError, match="match_below"):
+        run_method("random_label", tiny_model, item_splits, {"relabel": "match", "match_below": 1.5}, device="cpu")
+
+
 @pytest.mark.parametrize("bad", [{"retain_loss": "mse"}, {"labels": "closest"}, {"relabel": "some"}])
 def test_unknown_label_or_retain_loss_choice_is_refused(tiny_model, item_splits, bad):
     with pytest.raises(ValueError, match="must be one of"):

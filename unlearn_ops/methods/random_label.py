@@ -39,10 +39,10 @@ all three together: Avg. Gap 1.45 pp at 13×.
 is not only wrong on a share of them, it is also unsure of some it gets right (random10: 5–7 % of
 the forget set has a true-label probability in 0.5–0.9 under the retrained model, under 1 % under
 `hard`). So the forget samples, ranked by one-pixel-shift confidence, take the original's
-true-label confidence on non-members, quantile for quantile, as their target. A target below ½
-becomes a hard label on the class the original finds most likely under the shifts (soft targets
-there do not flip the sample in the steps we run); a target below `match_below` is fitted as a
-soft target (that probability on the true class, the rest spread as the original's shifted
+true-label confidence on non-members, quantile for quantile, as their target. A target whose most
+likely class is another one becomes a hard label on that class, the one the original finds most
+likely under the shifts (soft targets there do not flip the sample in the steps we run); a target
+whose true-label probability is below `match_below` is fitted as a soft target (that probability on the true class, the rest spread as the original's shifted
 predictions); the samples above it take part in no loss, as under `hard`. `labels` is not used.
 """
 
@@ -172,6 +172,8 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, not {getattr(cfg, key)!r}")
+    if cfg.relabel == "match" and not 0.0 < cfg.match_below <= 1.0:
+        raise ValueError(f"match_below must be a probability in (0, 1], not {cfg.match_below!r}")
     retain = splits.retain
     if cfg.relabel == "match":  # soft targets, (n, classes)
         forget, targets, relabelled = match_split(new, splits, cfg.match_below)
@@ -183,7 +185,8 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     counts = {"relabelled": relabelled, "softened": len(forget) - relabelled}
     if len(forget) == 0:  # hard / match on a model sure of its non-members: a retrained one would be too
         new.eval()
-        nothing = "nothing to relabel: the original is as sure of non-members of these classes as of the forget set"
+        nothing = ("nothing to relabel: the forget set is empty" if cfg.relabel == "all" else
+                   "nothing to relabel: the original is as sure of non-members of these classes as of the forget set")
         return [nothing], {"steps": 0, "repair_steps": 0, **counts}
     teacher = frozen_copy(new) if cfg.retain_loss == "kl" else None
     opt = make_optimizer(trainable(new), TrainConfig(lr=cfg.lr, optimizer=cfg.optimizer))
