@@ -71,7 +71,12 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     if len(set(labels)) != len(labels):
         raise SystemExit(f"the runs overlap: {sorted({x for x in labels if labels.count(x) > 1})}")
     header = {k: parts[0][k] for k in ("quick", "dataset", "methods", "schedule", "gates", "load")}
-    payload = assemble(header, cases, complete=all(p.get("complete", True) for p in parts))
+    # complete: no run stopped early, or together they cover every class for every seed they hold
+    # (runs split by class and stopped once the others had their cases)
+    grid = {(c["seed"], c["class"]) for c in cases}
+    seeds, n_classes = {c["seed"] for c in cases}, len(R.store(header["dataset"]).classes)
+    full = len(grid) == len(seeds) * n_classes
+    payload = assemble(header, cases, complete=full or all(p.get("complete", True) for p in parts))
     payload["merged_from"] = [{"file": str(f), "machine": p["machine"], "load": p["load"], "classes": p["classes"],
                                "seeds": p["seeds"]} for f, p in zip(files, parts, strict=True)]
     write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)

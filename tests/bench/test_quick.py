@@ -36,7 +36,7 @@ def check_rows(payload, expect_skipped=()):
         assert isinstance(r["gates"]["passed"], bool)
 
 
-def test_class_quick(tiny_cache):
+def test_class_quick(tiny_cache, monkeypatch):
     out = tiny_cache / "out"
     payload = CLASS_BENCH.main(["--quick", "--methods", MINE, "--out-dir", str(out)])
     assert payload["classes"] == [3] and payload["seeds"] == [0]
@@ -56,6 +56,13 @@ def test_class_quick(tiny_cache):
     assert merged["seeds"] == [0, 1] and len(merged["cases"]) == 2
     assert merged["summary"]["salun"]["runs"] == 2
     assert "Merged from 2 runs" in (tiny_cache / "merged" / "class.md").read_text()
+    # a run stopped early leaves the merge partial, unless the runs together cover every class of every seed
+    (tiny_cache / "other.json").write_text(json.dumps({**other, "complete": False}))
+    runs = [str(out / "class.json"), str(tiny_cache / "other.json")]
+    assert not CLASS_BENCH.main(["--merge", *runs, "--out-dir", str(tiny_cache / "m2")])["complete"]
+    assert "Partial results" in (tiny_cache / "m2" / "class.md").read_text()
+    monkeypatch.setattr(CLASS_BENCH.R, "store", lambda name: type("OneClass", (), {"classes": ["3"]})())
+    assert CLASS_BENCH.main(["--merge", *runs, "--out-dir", str(tiny_cache / "m3")])["complete"]
     with pytest.raises(SystemExit, match="overlap"):
         CLASS_BENCH.main(["--merge", str(out / "class.json"), str(out / "class.json"), "--out-dir", str(tiny_cache)])
 
