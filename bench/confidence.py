@@ -8,12 +8,13 @@ model), prints for the original, the retrained model and each `method:key=value,
 Gap to the retrained model, the method's CPU seconds, and quantiles of the true-label confidence
 on the forget, test and retain sets. MIA-Efficacy's SVC splits members from non-members by that
 confidence alone, so these quantiles show *why* a setting's MIA-Efficacy differs from the
-retrained model's (docs/methods/random_label.md uses them). Matching those marginals can be done
-for the wrong samples, so each model is also compared with the retrained one *per sample*:
-`errors shared` = share of the forget samples the retrained model gets wrong that this model also
-gets wrong (the original: its few errors; a random choice of as many errors: their share), and
-Spearman's ρ of the forget samples' confidences under this model and the retrained one. Prints only; writes nothing. Tune on a
-seed the published protocol does not use (10), then run `python -m bench random10`.
+retrained model's (docs/methods/random_label.md uses them). A setting can match those marginals
+with the wrong samples, so each model is also compared with the retrained one *per sample*:
+`errors shared` = share of the forget samples the retrained model gets wrong that this model gets
+wrong too (next to it, this model's own error share: what a random choice of errors would share),
+and Spearman's ρ between the forget samples' confidences under this model and the retrained one.
+Prints only; writes nothing. Tune on a seed the published protocol does not use (10), then run
+`python -m bench random10`.
 """
 
 from __future__ import annotations
