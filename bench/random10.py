@@ -1,6 +1,7 @@
 """Benchmark `random10`: forget a random 10 % of the training data of a memorizing model.
 
     python -m bench random10 [--seeds 3] [--methods salun,scrub] [--quick --out-dir DIR]
+    python -m bench random10 --merge RUN.json RUN.json ... [--out-dir DIR]   # one report over runs of other seeds
 
 The base model must memorize (issue 4, "Canaries"), or forgetting random samples is free: it is
 `bench.memorizing.Memorizing()` — the build's CNN trained for 15 epochs on a fixed 10 000-sample
@@ -21,11 +22,12 @@ protocol (seconds); its numbers mean nothing and are written only with --out-dir
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 from bench import compare
-from bench.common import load_note, load_record, machine, md_table, write_results
+from bench.common import load_note, load_record, load_runs, machine, md_table, require_same, write_results
 from bench.memorizing import Memorizing, check_memorizes
 from flows.params import load_params
 
@@ -38,6 +40,12 @@ QUICK = Memorizing(dataset="digits", subset_size=500, epochs=30, lr=3e-3, batch_
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    if "--merge" in (argv or []):
+        p = argparse.ArgumentParser(prog=f"python -m bench {NAME} --merge")
+        p.add_argument("--merge", nargs="+", required=True, metavar="RUN.json")
+        p.add_argument("--out-dir", default=None)
+        a = p.parse_args(argv)
+        return merge([Path(f) for f in a.merge], a.out_dir)
     args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=False).parse_args(argv or [])
     mem = QUICK if args.quick else Memorizing()
     seeds = compare.seeds_of(args)
@@ -64,6 +72,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"[{NAME}] quick run: nothing written (pass --out-dir to keep it)")
         return payload
     write_results(NAME, payload, markdown(payload), Path(args.out_dir) if args.out_dir else None)
+    return payload
+
+
+def merge(files: list[Path], out_dir: str | None) -> dict[str, Any]:
+    """One report from runs of the protocol on different seeds (same base, methods and gates)."""
+    parts = load_runs(files)
+    require_same(parts, ("quick", "methods", "fraction", "base", "gates"))
+    cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: c["seed"])
+    seeds = [c["seed"] for c in cases]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"the runs overlap: seeds {sorted({s for s in seeds if seeds.count(s) > 1})}")
+    methods = parts[0]["methods"]
+    payload = {**{k: parts[0][k] for k in ("quick", "methods", "fraction", "base", "gates", "load")}, "seeds": seeds,
+               "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS), "cases": cases,
+               "merged_from": [{"file": str(f), "machine": p["machine"], "load": p["load"], "seeds": p["seeds"]}
+                               for f, p in zip(files, parts, strict=True)]}
+    write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)
     return payload
 
 
@@ -129,6 +154,9 @@ def markdown(payload: dict[str, Any]) -> str:
             f"- Methods: {', '.join(f'`{n}`' for n in methods)} with their params.yaml settings (seed = the run's); "
             f"a `method:key=value,…` row is that method with those settings changed (`--variant`).\n"
             f"- Gates: params.yaml `gates.samples` = `{payload['gates']}`, original model as previous champion.\n"
+            + (f"- Merged from {len(payload['merged_from'])} runs (`--merge`): " + "; ".join(
+                f"seeds {r['seeds']} at commit `{r['machine']['commit']}`, {r['machine']['date']}"
+                for r in payload["merged_from"]) + ".\n" if payload.get("merged_from") else "") +
             f"- Machine: {m['cpu_count']} CPUs, {m['device']}, torch threads {m['torch_threads']}. {load_note(payload.get('load'))}; "
             f"wall-clock times depend on the load at the moment each was measured (the cached retrain's too). Speed-up (CPU) = the retrain's CPU time, extrapolated from 20 timed steps of "
             f"its schedule in the same process, over the method's process CPU time: the contention-robust number, used "

@@ -81,6 +81,18 @@ def test_random10_quick(tiny_cache):
     md = (out / "random10.md").read_text()
     assert "target" in md.lower() and "What was run" in md and f"`{variant}`" in md
 
+    # --merge: runs on other seeds (here the same run relabelled as seed 1) → one report over both
+    saved = json.loads((out / "random10.json").read_text())
+    other = {**saved, "seeds": [1], "cases": [{**c, "case": "seed 1", "seed": 1} for c in saved["cases"]]}
+    (tiny_cache / "other.json").write_text(json.dumps(other))
+    merged = random10.main(["--merge", str(tiny_cache / "other.json"), str(out / "random10.json"),
+                            "--out-dir", str(tiny_cache / "merged")])
+    assert merged["seeds"] == [0, 1] and merged["summary"]["random_label"]["runs"] == 2
+    assert merged["summary"][variant]["avg_gap"][1] == 0.0  # the same numbers twice: no spread
+    assert "Merged from 2 runs" in (tiny_cache / "merged" / "random10.md").read_text()
+    with pytest.raises(SystemExit, match="overlap"):
+        random10.main(["--merge", str(out / "random10.json"), str(out / "random10.json"), "--out-dir", str(tiny_cache)])
+
 
 def test_variants_and_seeds_flags():
     args = compare.parser("random10", "", classes=False).parse_args(["--first-seed", "10", "--seeds", "2"])
