@@ -23,14 +23,23 @@ the relearning / probe columns show it.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bench import compare
 from bench import references as R
-from bench.common import load_note, load_record, load_runs, machine, md_table, require_same, write_results
+from bench.common import (
+    load_note,
+    load_record,
+    load_runs,
+    machine,
+    md_table,
+    merge_args,
+    require_disjoint,
+    require_same,
+    write_results,
+)
 from flows.params import load_params
 
 NAME = "class"
@@ -67,9 +76,7 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     require_same(parts, ("dataset", "methods", "schedule", "gates", "quick"))
     # seed, class order in the report, whatever order the runs were given in
     cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: (c["seed"], c["class"]))
-    labels = [c["case"] for c in cases]
-    if len(set(labels)) != len(labels):
-        raise SystemExit(f"the runs overlap: {sorted({x for x in labels if labels.count(x) > 1})}")
+    require_disjoint([c["case"] for c in cases])
     header = {k: parts[0][k] for k in ("quick", "dataset", "methods", "schedule", "gates", "load")}
     # complete: no run stopped early, or together they cover every class for every seed they hold
     # (runs split by class and stopped once the others had their cases)
@@ -79,7 +86,7 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     payload = assemble(header, cases, complete=full or all(p.get("complete", True) for p in parts))
     payload["merged_from"] = [{"file": str(f), "machine": p["machine"], "load": p["load"], "classes": p["classes"],
                                "seeds": p["seeds"]} for f, p in zip(files, parts, strict=True)]
-    write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)
+    write_results(NAME, payload, markdown(payload), out_dir)
     return payload
 
 
@@ -96,11 +103,7 @@ def assemble(header: dict[str, Any], cases: list[dict[str, Any]], complete: bool
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(argv or [])
     if "--merge" in argv:
-        p = argparse.ArgumentParser(prog=f"python -m bench {NAME} --merge")
-        p.add_argument("--merge", nargs="+", required=True, metavar="RUN.json")
-        p.add_argument("--out-dir", default=None)
-        a = p.parse_args(argv)
-        return merge([Path(f) for f in a.merge], a.out_dir)
+        return merge(*merge_args(NAME, argv))
     args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=True).parse_args(argv)
     dataset = "digits" if args.quick else "fmnist"
     seeds = compare.seeds_of(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -23,6 +24,22 @@ LOAD_AT_START = os.getloadavg()[0]   # when the benchmark process started
 def load_record() -> dict[str, float]:
     """1-minute load average at the start of the run and now: wall-clock times move with it."""
     return {"start": round(LOAD_AT_START, 2), "end": round(os.getloadavg()[0], 2), "cores": os.cpu_count() or 0}
+
+
+def merge_args(name: str, argv: list[str]) -> tuple[list[Path], Path | None]:
+    """The run files and output folder of `python -m bench NAME --merge RUN.json ... [--out-dir DIR]`."""
+    p = argparse.ArgumentParser(prog=f"python -m bench {name} --merge")
+    p.add_argument("--merge", nargs="+", required=True, metavar="RUN.json")
+    p.add_argument("--out-dir", default=None)
+    a = p.parse_args(argv)
+    return [Path(f) for f in a.merge], Path(a.out_dir) if a.out_dir else None
+
+
+def require_disjoint(labels: list[Any]) -> None:
+    """Refuse to merge runs that hold the same case twice (`labels`: one per case)."""
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise SystemExit(f"the runs overlap: {twice}")
 
 
 def load_runs(files: Iterable[Path]) -> list[dict[str, Any]]:

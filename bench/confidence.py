@@ -44,9 +44,10 @@ def profile(model: nn.Module, splits: Splits, seed: int) -> dict:
     """The four Avg. Gap metrics, the confidence quantiles and the forget set's per-sample
     confidences and errors of one model."""
     metrics = evaluate(model, splits, seed=seed)
-    parts = {"forget": splits.forget, "test": splits.test, "retain": splits.retain.sample(min(5000, len(splits.retain)), 0)}
-    confidence = {k: true_label_confidence(model, p) for k, p in parts.items()}
-    wrong = softmax(model, splits.forget).argmax(1) != splits.forget.y.numpy()
+    probs, y = softmax(model, splits.forget), splits.forget.y.numpy()
+    wrong = probs.argmax(1) != y
+    confidence = {"forget": probs[np.arange(len(y)), y], "test": true_label_confidence(model, splits.test),
+                  "retain": true_label_confidence(model, splits.retain.sample(min(5000, len(splits.retain)), 0))}
     return {"metrics": {k: metrics[k] for k in GAP_KEYS}, "forget_confidence": confidence["forget"], "wrong": wrong,
             "quantiles": {k: np.quantile(c, QUANTILES) for k, c in confidence.items()}}
 

@@ -22,12 +22,21 @@ protocol (seconds); its numbers mean nothing and are written only with --out-dir
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from bench import compare
-from bench.common import load_note, load_record, load_runs, machine, md_table, require_same, write_results
+from bench.common import (
+    load_note,
+    load_record,
+    load_runs,
+    machine,
+    md_table,
+    merge_args,
+    require_disjoint,
+    require_same,
+    write_results,
+)
 from bench.memorizing import Memorizing, check_memorizes
 from flows.params import load_params
 
@@ -41,11 +50,7 @@ QUICK = Memorizing(dataset="digits", subset_size=500, epochs=30, lr=3e-3, batch_
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "--merge" in (argv or []):
-        p = argparse.ArgumentParser(prog=f"python -m bench {NAME} --merge")
-        p.add_argument("--merge", nargs="+", required=True, metavar="RUN.json")
-        p.add_argument("--out-dir", default=None)
-        a = p.parse_args(argv)
-        return merge([Path(f) for f in a.merge], a.out_dir)
+        return merge(*merge_args(NAME, argv))
     args = compare.parser(NAME, __doc__.split("\n\n")[0], classes=False).parse_args(argv or [])
     mem = QUICK if args.quick else Memorizing()
     seeds = compare.seeds_of(args)
@@ -75,20 +80,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return payload
 
 
-def merge(files: list[Path], out_dir: str | None) -> dict[str, Any]:
+def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     """One report from runs of the protocol on different seeds (same base, methods and gates)."""
     parts = load_runs(files)
     require_same(parts, ("quick", "methods", "fraction", "base", "gates"))
     cases = sorted((c for p in parts for c in p["cases"]), key=lambda c: c["seed"])
     seeds = [c["seed"] for c in cases]
-    if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"the runs overlap: seeds {sorted({s for s in seeds if seeds.count(s) > 1})}")
+    require_disjoint(seeds)
     methods = parts[0]["methods"]
     payload = {**{k: parts[0][k] for k in ("quick", "methods", "fraction", "base", "gates", "load")}, "seeds": seeds,
                "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS), "cases": cases,
                "merged_from": [{"file": str(f), "machine": p["machine"], "load": p["load"], "seeds": p["seeds"]}
                                for f, p in zip(files, parts, strict=True)]}
-    write_results(NAME, payload, markdown(payload), Path(out_dir) if out_dir else None)
+    write_results(NAME, payload, markdown(payload), out_dir)
     return payload
 
 

@@ -70,7 +70,7 @@ from unlearn_ops.methods._loops import (
 from unlearn_ops.methods.base import UnlearnResult, fresh_copy
 from unlearn_ops.training import TrainConfig, accuracy, make_optimizer, predict_logits
 from unlearn_ops.utils import resolve_device
-from unlearn_ops.verify.mia import matched_nonmembers
+from unlearn_ops.verify.mia import matched_nonmembers, true_label_confidence
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def matched_targets(model: nn.Module, splits: Splits) -> torch.Tensor:
     nonmember = nonmember_sample(splits, "match")
     forget, n = splits.forget, len(splits.forget)
     rows = torch.arange(n)
-    confidence = torch.softmax(predict_logits(model, nonmember.x), 1)[torch.arange(len(nonmember)), nonmember.y]
+    confidence = torch.from_numpy(true_label_confidence(model, nonmember))
     probs = shift_probs(model, forget)
     rank = torch.empty(n, dtype=torch.long)
     rank[torch.argsort(probs[rows, forget.y], stable=True)] = rows  # same order as shift_confidence
@@ -172,10 +172,10 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, not {getattr(cfg, key)!r}")
-    if cfg.relabel == "match" and not 0.0 < cfg.match_below <= 1.0:
-        raise ValueError(f"match_below must be a probability in (0, 1], not {cfg.match_below!r}")
     retain = splits.retain
     if cfg.relabel == "match":  # soft targets, (n, classes)
+        if not 0.0 < cfg.match_below <= 1.0:
+            raise ValueError(f"match_below must be a probability in (0, 1], not {cfg.match_below!r}")
         forget, targets, relabelled = match_split(new, splits, cfg.match_below)
     else:
         forget = hard_split(new, splits) if cfg.relabel == "hard" else splits.forget
