@@ -39,6 +39,9 @@ from unlearn_ops.verify.suite import avg_gap, evaluate
 NOT_CLASSIFIER = frozenset({"cascaded_gan", "gan_retrain", "lm_token_poisoning", "grad_ascent", "grad_diff", "npo",
                             "lm_retrain", "text_retrain"})
 REFERENCE = "retrain"
+# A second exact retrain (another seed) scored like a method: its Avg. Gap to the reference is the
+# noise floor of any Avg. Gap taken to one retrained model (random10: about 1 pp, docs/verification.md).
+TWIN = "retrain_twin"
 UTILITY_DROPS = {"test_accuracy": "test_accuracy_drop", "retained_test_accuracy": "retained_test_accuracy_drop"}
 
 
@@ -98,6 +101,8 @@ class Case:
     forget_classes: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     schedule: TrainConfig | None = None   # the retrain's schedule, for its CPU-time estimate
+    twin: nn.Module | None = None          # an independent retrain (TWIN row), when the protocol has one
+    twin_seconds: float = float("nan")
 
 
 def retrain_cpu_seconds(case: Case, probe_steps: int = 20) -> float:
@@ -163,6 +168,12 @@ def run_case(case: Case, methods: Sequence[str], kind: str, unlearn_params: dict
     }
     log(f"[{case.label}] original / retrain evaluated ({time.perf_counter() - t0:.0f} s); "
         f"retrain took {case.retrain_seconds:.0f} s wall, ≈ {retrain_cpu:.0f} s CPU")
+    if case.twin is not None:
+        twin = gate_metrics(score(case.twin), case.twin, case, original)
+        rows[TWIN] = {"metrics": twin, "avg_gap": avg_gap(twin, reference), "seconds": case.twin_seconds,
+                      "speedup": case.retrain_seconds / max(case.twin_seconds, 1e-9), "cpu_seconds": retrain_cpu,
+                      "cpu_speedup": 1.0, "gates": check(twin, for_method(gates[kind], exact=True)).to_dict()}
+        log(f"[{case.label}] {TWIN} (independent retrain): Avg. Gap {rows[TWIN]['avg_gap']:.2f} to the reference")
     for label in methods:
         name, extra = parse_variant(label, METHODS)
         if not applies_to(name, kind):
@@ -221,6 +232,12 @@ def summarize(cases: list[dict[str, Any]], names: Sequence[str], keys: Sequence[
     return summary
 
 
+def reference_names(cases: list[dict[str, Any]]) -> list[str]:
+    """The rows every method is read against: the original, the retrained reference, and the
+    independent retrain where the cases have one."""
+    return ["original", REFERENCE, *([TWIN] if any(TWIN in c["rows"] for c in cases) else [])]
+
+
 def cell(entry: dict[str, Any], key: str, scale: float = 100.0, digits: int = 2) -> str:
     """'mean ± std' of a summary entry (accuracies shown in %)."""
     m, s = entry.get(key, (float("nan"), float("nan")))
@@ -238,8 +255,8 @@ def best_method(summary: dict[str, Any], names: Sequence[str], min_speedup: floa
     return (fast[0] if fast else None), (ranked[0][1] if ranked else None)
 
 
-__all__ = ["Case", "applies_to", "best_method", "cell", "classifier_methods", "fmt", "method_params", "run_case",
-           "seeds_of", "summarize", "with_variants"]
+__all__ = ["REFERENCE", "TWIN", "Case", "applies_to", "best_method", "cell", "classifier_methods", "fmt",
+           "method_params", "reference_names", "run_case", "seeds_of", "summarize", "with_variants"]
 
 
 def parser(prog: str, description: str, *, classes: bool):

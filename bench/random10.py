@@ -8,7 +8,9 @@ The base model must memorize (issue 4, "Canaries"), or forgetting random samples
 subset of the Fashion-MNIST train pool (train accuracy ≥ 99 %, train–test gap ≥ 5 points,
 checked and reported), trained once (seed 0) and cached. Seed s draws the 10 % forget set
 (1 000 samples), seeds the methods, and seeds the retrained reference (same schedule, from
-scratch, on the other 9 000; cached via `bench.references`). Every registered classifier method
+scratch, on the other 9 000; cached via `bench.references`), and an independent retrain (seed
+s + 100, same data) is scored like a method, row `retrain_twin`: its Avg. Gap to the reference is
+the noise floor of the metric. Every registered classifier method
 except `noop` runs with its params.yaml settings, side by side with the retrained model, and is
 evaluated by `unlearn_ops.verify.suite.evaluate`; Avg. Gap (percentage points, SalUn's UA / RA /
 TA / MIA-Efficacy) is taken to the retrained model of the same seed. Production gates
@@ -43,6 +45,7 @@ from flows.params import load_params
 NAME = "random10"
 FRACTION = 0.10
 TARGET_GAP, TARGET_SPEEDUP = 1.0, 10.0
+TWIN_SEED_OFFSET = 100  # the independent retrain's seed: s + 100, outside every protocol's seed range
 KEYS = ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy", "mia_loss_auc", "mia_simple",
         "forgetting_rate", "forget_accuracy_gap", "forget_accuracy_z", "test_accuracy_drop")
 QUICK = Memorizing(dataset="digits", subset_size=500, epochs=30, lr=3e-3, batch_size=32)
@@ -64,11 +67,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         forget = mem.forget_ids(FRACTION, seed)
         splits = mem.splits(forget)
         retrained, seconds = mem.retrain(forget, seed)
-        case = compare.Case(f"seed {seed}", seed, splits, base, retrained, seconds, schedule=mem.schedule(seed))
+        twin, twin_seconds = mem.retrain(forget, seed + TWIN_SEED_OFFSET)
+        case = compare.Case(f"seed {seed}", seed, splits, base, retrained, seconds, schedule=mem.schedule(seed),
+                            twin=twin, twin_seconds=twin_seconds)
         cases.append(compare.run_case(case, methods, "samples", params["unlearn"], params["gates"],
                                       eval_kwargs={}, overrides=compare.QUICK_OVERRIDES if args.quick else None))
-    names = ["original", compare.REFERENCE, *methods]
-    summary = compare.summarize(cases, names, KEYS)
+    summary = compare.summarize(cases, [*compare.reference_names(cases), *methods], KEYS)
     payload = {"quick": args.quick, "seeds": seeds, "methods": methods, "fraction": FRACTION,
                "base": {"dataset": mem.dataset, "subset_size": mem.subset_size, "epochs": mem.epochs, "lr": mem.lr,
                         "batch_size": mem.batch_size, "seed": 0, "train_seconds": base_seconds, **memorization},
@@ -89,7 +93,7 @@ def merge(files: list[Path], out_dir: Path | None) -> dict[str, Any]:
     require_disjoint(seeds)
     methods = parts[0]["methods"]
     payload = {**{k: parts[0][k] for k in ("quick", "methods", "fraction", "base", "gates", "load")}, "seeds": seeds,
-               "summary": compare.summarize(cases, ["original", compare.REFERENCE, *methods], KEYS), "cases": cases,
+               "summary": compare.summarize(cases, [*compare.reference_names(cases), *methods], KEYS), "cases": cases,
                "merged_from": [{"file": str(f), "machine": p["machine"], "load": p["load"], "seeds": p["seeds"]}
                                for f, p in zip(files, parts, strict=True)]}
     write_results(NAME, payload, markdown(payload), out_dir)
@@ -111,12 +115,16 @@ def markdown(payload: dict[str, Any]) -> str:
     s, base = payload["summary"], payload["base"]
     methods = payload["methods"]
     rows = []
-    for name in ["original", compare.REFERENCE, *methods]:
+    for name in [*compare.reference_names(payload["cases"]), *methods]:
         e = s.get(name, {})
         if not e.get("runs"):
             rows.append([f"`{name}`", *(["n/a"] * 13), (e.get("skipped") or ["not run"])[0]])
             continue
         passed = e.get("gates_passed")
+        note = ""
+        if name == compare.TWIN:
+            note = "exact retrain, seed + 100: the noise floor" + (
+                f" ({e['runs']} of {len(payload['cases'])} seeds)" if e["runs"] < len(payload["cases"]) else "")
         rows.append([f"`{name}`", compare.cell(e, "forget_accuracy"), compare.cell(e, "retain_accuracy"),
                      compare.cell(e, "test_accuracy"), compare.cell(e, "mia_efficacy"),
                      compare.cell(e, "avg_gap", scale=1.0),
@@ -126,7 +134,7 @@ def markdown(payload: dict[str, Any]) -> str:
                      "—" if name == "original" else compare.cell(e, "cpu_seconds", scale=1.0, digits=1),
                      "—" if name == "original" else compare.cell(e, "cpu_speedup", scale=1.0, digits=1),
                      "—" if not passed else f"{passed[0]}/{passed[1]}",
-                     ", ".join(e.get("gates_failed", [])) or "—", ""])
+                     ", ".join(e.get("gates_failed", [])) or "—", note])
     table = md_table(["method", "forget acc %", "retain acc % (RA)", "test acc % (TA)", "MIA-Eff. %",
                       "Avg. Gap (pp)", "loss-MIA AUC %", "acc-gap z", "wall s", "speed-up (wall)", "CPU s",
                       "speed-up (CPU)", "gates passed",
@@ -142,6 +150,11 @@ def markdown(payload: dict[str, Any]) -> str:
                    f"(Avg. Gap ≤ {TARGET_GAP} at ≥ {TARGET_SPEEDUP:.0f}×) **{'met' if met else 'NOT met'}**.")
         if best and best != fast:
             verdict += f" Lowest Avg. Gap at any speed: `{best}` ({s[best]['avg_gap'][0]:.2f} pp)."
+        if s.get(compare.TWIN, {}).get("runs"):
+            twin = s[compare.TWIN]["avg_gap"]
+            verdict += (f" For scale: an exact retrain with another seed is itself {twin[0]:.2f} ± {twin[1]:.2f} pp "
+                        f"from the reference (`{compare.TWIN}`), the noise floor of an Avg. Gap to one retrained "
+                        f"model.")
         if ":" in fast:
             method = fast.split(":")[0]
             verdict += (f" `{fast}` is `{method}` with those settings changed from params.yaml (`--variant`; "
@@ -154,7 +167,8 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{base['train_seconds']:.0f} s.\n"
             f"- Forget set: a seeded random {100 * payload['fraction']:.0f} % of those samples per seed; seeds "
             f"{payload['seeds']} (mean ± std over them). Retrained reference: same schedule from scratch on the rest, "
-            f"seed = the run's seed (cached: its time is the one measured when it was trained).\n"
+            f"seed = the run's seed (cached: its time is the one measured when it was trained); `retrain_twin`: the "
+            f"same retrain with seed + {TWIN_SEED_OFFSET}, scored like a method.\n"
             f"- Methods: {', '.join(f'`{n}`' for n in methods)} with their params.yaml settings (seed = the run's); "
             f"a `method:key=value,…` row is that method with those settings changed (`--variant`).\n"
             f"- Gates: params.yaml `gates.samples` = `{payload['gates']}`, original model as previous champion.\n"

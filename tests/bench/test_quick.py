@@ -74,12 +74,18 @@ def test_random10_quick(tiny_cache):
     check_rows(payload, expect_skipped={"logit_suppression"})
     case = payload["cases"][0]
     assert case["forget_size"] == 50 and case["retain_size"] == 450
+    # the independent retrain (seed + 100) is scored like a method: its gap is the metric's noise floor
+    twin = case["rows"][compare.TWIN]
+    assert twin["avg_gap"] > 0 and isinstance(twin["gates"]["passed"], bool)
+    assert twin["metrics"] != case["rows"]["retrain"]["metrics"]
+    assert payload["summary"][compare.TWIN]["runs"] == 1
     # a variant runs beside its method with the one setting changed, under its own label
     assert payload["methods"][-1] == variant
     assert case["rows"][variant]["details"]["repair_steps"] == 7
     assert case["rows"]["random_label"]["details"]["repair_steps"] == 0
     md = (out / "random10.md").read_text()
     assert "target" in md.lower() and "What was run" in md and f"`{variant}`" in md
+    assert f"`{compare.TWIN}`" in md and "noise floor" in md
 
     # --merge: runs on other seeds (here the same run relabelled as seed 1) → one report over both
     saved = json.loads((out / "random10.json").read_text())
