@@ -152,9 +152,12 @@ def markdown(payload: dict[str, Any]) -> str:
             verdict += f" Lowest Avg. Gap at any speed: `{best}` ({s[best]['avg_gap'][0]:.2f} pp)."
         if s.get(compare.TWIN, {}).get("runs"):
             twin = s[compare.TWIN]["avg_gap"]
+            pairs = [(c["rows"][fast]["avg_gap"], c["rows"][compare.TWIN]["avg_gap"]) for c in payload["cases"]
+                     if "avg_gap" in c["rows"].get(fast, {}) and compare.TWIN in c["rows"]]
+            closer = sum(m <= t for m, t in pairs)
             verdict += (f" For scale: an exact retrain with another seed is itself {twin[0]:.2f} ± {twin[1]:.2f} pp "
                         f"from the reference (`{compare.TWIN}`), the noise floor of an Avg. Gap to one retrained "
-                        f"model.")
+                        f"model; `{fast}` is as close as that or closer on {closer} of {len(pairs)} seeds.")
         if ":" in fast:
             method = fast.split(":")[0]
             verdict += (f" `{fast}` is `{method}` with those settings changed from params.yaml (`--variant`; "
