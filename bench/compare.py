@@ -40,7 +40,7 @@ NOT_CLASSIFIER = frozenset({"cascaded_gan", "gan_retrain", "lm_token_poisoning",
                             "lm_retrain", "text_retrain"})
 REFERENCE = "retrain"
 # A second exact retrain (another seed) scored like a method: its Avg. Gap to the reference is the
-# noise floor of any Avg. Gap taken to one retrained model (random10: about 1 pp, docs/verification.md).
+# noise floor of any Avg. Gap taken to one retrained model (random10: about 0.4 pp, docs/verification.md).
 TWIN = "retrain_twin"
 UTILITY_DROPS = {"test_accuracy": "test_accuracy_drop", "retained_test_accuracy": "retained_test_accuracy_drop"}
 

@@ -123,7 +123,7 @@ def markdown(payload: dict[str, Any]) -> str:
         passed = e.get("gates_passed")
         note = ""
         if name == compare.TWIN:
-            note = "exact retrain, seed + 100: the noise floor" + (
+            note = f"exact retrain, seed + {TWIN_SEED_OFFSET}: the noise floor" + (
                 f" ({e['runs']} of {len(payload['cases'])} seeds)" if e["runs"] < len(payload["cases"]) else "")
         rows.append([f"`{name}`", compare.cell(e, "forget_accuracy"), compare.cell(e, "retain_accuracy"),
                      compare.cell(e, "test_accuracy"), compare.cell(e, "mia_efficacy"),
