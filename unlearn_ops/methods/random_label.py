@@ -158,8 +158,9 @@ def match_split(model: nn.Module, splits: Splits, below: float) -> tuple[Part, t
     """(forget samples `relabel: match` trains on, their targets, how many of them are hard labels)."""
     targets = matched_targets(model, splits)
     forget = splits.forget
-    wrong = targets.argmax(1) != forget.y  # a never-seen model errs here, and errs confidently: hard label
-    targets[wrong] = F.one_hot(targets[wrong].argmax(1), splits.num_classes).to(targets.dtype)
+    top = targets.argmax(1)
+    wrong = top != forget.y  # a never-seen model errs here, and errs confidently: hard label
+    targets[wrong] = F.one_hot(top[wrong], splits.num_classes).to(targets.dtype)
     keep = torch.nonzero(wrong | (targets[torch.arange(len(forget)), forget.y] < below)).flatten()
     return forget.subset(keep), targets[keep], int(wrong.sum())
 
