@@ -14,6 +14,7 @@ from unlearn_ops.methods.random_label import (
     matched_targets,
     nearest_wrong_labels,
     nonmember_sample,
+    retain_wrong,
     shift_confidence,
 )
 from unlearn_ops.training import accuracy, per_sample_loss, predict_logits
@@ -142,6 +143,26 @@ def test_match_unlearns_items_logs_hard_and_soft_counts_and_refuses_a_class(tiny
     check_item_deletion("random_label", tiny_model, item_splits, params)
     with pytest.raises(ValueError, match="'match' is for item deletion"):
         run_method("random_label", tiny_model, class_splits, params, device="cpu")
+
+
+def test_guard_steps_hold_the_retain_samples_the_relabelling_got_wrong(tiny_model, item_splits):
+    """The guard pool is exactly the retain samples wrong after the relabel steps (the same steps
+    as a run without guard), and the guard steps win most of them back; item deletion still works."""
+    plain = run_method("random_label", tiny_model, item_splits, {}, device="cpu")
+    wrong = retain_wrong(plain.model, item_splits.retain)
+    assert len(wrong) > 0  # the published RL on the tiny CNN flips retain samples: something to hold
+    guarded = run_method("random_label", tiny_model, item_splits, {"guard_steps": 10}, device="cpu")
+    assert guarded.details["guard_pool"] == len(wrong) and guarded.details["guard_steps"] == 10
+    assert f"guard: {len(wrong)} retain samples wrong after 30 relabel steps" in guarded.log
+    still_wrong = set(retain_wrong(guarded.model, item_splits.retain).tolist()) & set(wrong.tolist())
+    assert len(still_wrong) < len(wrong) / 2
+    check_item_deletion("random_label", tiny_model, item_splits, {"guard_steps": 10})
+    assert plain.details["guard_steps"] == 0 and plain.details["guard_pool"] == 0
+
+
+def test_negative_guard_steps_are_refused(tiny_model, item_splits):
+    with pytest.raises(ValueError, match="guard_steps"):
+        run_method("random_label", tiny_model, item_splits, {"guard_steps": -1}, device="cpu")
 
 
 def test_match_below_must_be_a_probability(tiny_model, item_splits):

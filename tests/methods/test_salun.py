@@ -34,11 +34,13 @@ def test_mask_keeps_the_top_fraction_over_all_tensors():
     assert masks["b"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
-@pytest.mark.parametrize("repair_steps", [0, 20])
-def test_only_masked_weights_move(tiny_model, class_splits, repair_steps):
-    params = {"mask_fraction": 0.2, "repair_steps": repair_steps}
+@pytest.mark.parametrize("extra", [{}, {"repair_steps": 20}, {"guard_steps": 10}])
+def test_only_masked_weights_move(tiny_model, class_splits, extra):
+    """Relabel, guard and repair steps alike move only the masked weights."""
+    params = {"mask_fraction": 0.2, **extra}
     result = run_method("salun", tiny_model, class_splits, params, device="cpu")
     before = dict(tiny_model.named_parameters())
     moved = sum(int((p.detach() != before[n].detach()).sum()) for n, p in result.model.named_parameters())
     assert 0 < moved <= result.details["masked_weights"]
     assert result.details["masked_weights"] == round(0.2 * result.details["total_weights"])
+    assert result.details["guard_steps"] == extra.get("guard_steps", 0)  # > 0: the guard pool was not empty

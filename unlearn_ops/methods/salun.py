@@ -43,6 +43,7 @@ class Config:
     match_below: float = 0.9   # relabel: match fits targets below this true-label probability (see random_label)
     retain_loss: str = "ce"    # ce (as published) | kl (distil the original on the retain batch; see random_label)
     kd_T: float = 4.0          # temperature of the kl retain loss
+    guard_steps: int = 0       # steps holding the retain samples the relabelling got wrong (see random_label)
     seed: int = 0              # random labels and batch order
 
 
