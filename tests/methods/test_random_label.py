@@ -160,6 +160,33 @@ def test_guard_steps_hold_the_retain_samples_the_relabelling_got_wrong(tiny_mode
     assert plain.details["guard_steps"] == 0 and plain.details["guard_pool"] == 0
 
 
+def test_soft_weight_pulls_the_soft_targets_closer(tiny_model, item_splits):
+    """relabel: match + a soft_weight > 1 fits the soft-target samples closer to their targets;
+    soft_weight 1 is the unweighted loss, bit for bit."""
+    params = {"relabel": "match", "retain_loss": "kl"}
+    forget, targets, _ = match_split(tiny_model, item_splits, 0.9)
+    soft = targets.max(1).values < 1  # hard labels are one-hot rows
+    assert soft.sum() > 0
+    target_p = targets[torch.arange(len(forget)), forget.y][soft]
+
+    def distance(result) -> float:
+        p = torch.softmax(predict_logits(result.model, forget.x), 1)[torch.arange(len(forget)), forget.y][soft]
+        return (p - target_p).abs().mean().item()
+
+    plain = run_method("random_label", tiny_model, item_splits, params, device="cpu")
+    one = run_method("random_label", tiny_model, item_splits, {**params, "soft_weight": 1.0}, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(),
+                                                 one.model.state_dict().values(), strict=True))
+    weighted = run_method("random_label", tiny_model, item_splits, {**params, "soft_weight": 4.0}, device="cpu")
+    assert distance(weighted) < distance(plain)
+
+
+@pytest.mark.parametrize("bad", [{"soft_weight": 2.0}, {"relabel": "match", "soft_weight": 0.0}])
+def test_soft_weight_needs_match_and_a_positive_weight(tiny_model, item_splits, bad):
+    with pytest.raises(ValueError, match="soft_weight"):
+        run_method("random_label", tiny_model, item_splits, bad, device="cpu")
+
+
 def test_negative_guard_steps_are_refused(tiny_model, item_splits):
     with pytest.raises(ValueError, match="guard_steps"):
         run_method("random_label", tiny_model, item_splits, {"guard_steps": -1}, device="cpu")

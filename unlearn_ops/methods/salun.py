@@ -41,6 +41,7 @@ class Config:
     labels: str = "random"     # random (as published) | nearest (see random_label)
     relabel: str = "all"       # all (as published) | hard | match (item deletion; see random_label)
     match_below: float = 0.9   # relabel: match fits targets below this true-label probability (see random_label)
+    soft_weight: float = 1.0   # relabel: match: weight of the soft-target samples' loss (see random_label)
     retain_loss: str = "ce"    # ce (as published) | kl (distil the original on the retain batch; see random_label)
     kd_T: float = 4.0          # temperature of the kl retain loss
     guard_steps: int = 0       # steps holding the retain samples the relabelling got wrong (see random_label)
