@@ -203,8 +203,8 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
     if cfg.guard_steps < 0:
         raise ValueError(f"guard_steps must be ≥ 0, not {cfg.guard_steps!r}")
     if cfg.soft_weight != 1.0 and (cfg.relabel != "match" or cfg.soft_weight <= 0):
-        raise ValueError(f"soft_weight weights relabel 'match''s soft targets: it needs relabel 'match' and a "
-                         f"weight > 0 (got relabel {cfg.relabel!r}, soft_weight {cfg.soft_weight!r})")
+        raise ValueError(f"soft_weight weights the soft targets of relabel 'match': it needs relabel 'match' and "
+                         f"a weight > 0 (got relabel {cfg.relabel!r}, soft_weight {cfg.soft_weight!r})")
     retain = splits.retain
     if cfg.relabel == "match":  # soft targets, (n, classes)
         if not 0.0 < cfg.match_below <= 1.0:
@@ -268,9 +268,9 @@ def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
         x, y = xf, targets[fi].to(dev)
         if len(ri):
             if guarded is not None:  # a guard step: the second half of the retain batch from the samples found wrong
-                held, batches = guarded
+                held, held_batches = guarded
                 half = len(ri) // 2
-                (xr, yr), (xg, yg) = take(retain, ri[:half], dev), take(held, next(batches)[:len(ri) - half], dev)
+                (xr, yr), (xg, yg) = take(retain, ri[:half], dev), take(held, next(held_batches)[:len(ri) - half], dev)
                 xr, yr = torch.cat([xr, xg]), torch.cat([yr, yg])
             else:
                 xr, yr = take(retain, ri, dev)
