@@ -107,7 +107,7 @@ class Config:
     soft_weight: float = 1.0   # relabel: match: weight of the soft-target samples' loss (see above)
     retain_loss: str = "ce"    # ce (true labels, as published) | kl (distil the original's outputs, see above)
     kd_T: float = 4.0          # temperature of the kl retain loss (SCRUB's)
-    guard_steps: int = 0       # steps after the relabel steps, half of each retain batch from the retain samples then wrong (see above)
+    guard_steps: int = 0       # extra steps holding the retain samples the relabel steps got wrong (see above)
     seed: int = 0              # random labels and batch order
 
 
