@@ -9,6 +9,12 @@ from typing import Any
 from torch import nn
 
 
+class NotApplicable(Exception):
+    """The method does not apply to this request or model (e.g. an item deletion given to a
+    whole-class method). The flow moves on to the next method of the chain without alarm; any
+    other exception from a method is a bug and is reported as an error."""
+
+
 @dataclass
 class UnlearnResult:
     """The new model and what the method did (timings, selections, logs)."""

@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import NotApplicable, UnlearnResult, fresh_copy
 from unlearn_ops.utils import resolve_device
 
 
@@ -93,7 +93,7 @@ class ZeroShotViolation(ValueError):
     """An analysis image is in the model's training data: the method would not be zero-shot."""
 
 
-class NotAClassDeletion(ValueError):
+class NotAClassDeletion(NotApplicable, ValueError):
     """The forget set is not made of whole classes (item deletions need another method)."""
 
 
