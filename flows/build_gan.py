@@ -92,8 +92,8 @@ def register_task(p: dict) -> str:
     directory = model_dir(p)
     flat = {f"gan.{k}": v for k, v in p.items() if not isinstance(v, dict)}
     flat.update({f"gan.{section}.{k}": v for section in ("gan", "reference") for k, v in p[section].items()})
-    return register_build(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-gan",
-                          store=SampleStore(resolve(p["store_dir"])), params=flat,
+    return register_build(directory, name=p["model_name"], family="gan", experiment=p["experiment"],
+                          run_name="build-gan", store=SampleStore(resolve(p["store_dir"])), params=flat,
                           metrics=json.loads(resolve(METRICS).read_text()), tags={"fid_kind": FID_NAME},
                           artifacts=[directory / SAMPLES])
 

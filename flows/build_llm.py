@@ -112,8 +112,8 @@ def register_task(p: dict) -> str:
     saved = json.loads((directory / LM_META).read_text())  # what save_lm recorded of the trained model
     flat = {f"llm.{k}": v for k, v in p.items() if not isinstance(v, dict)}
     flat.update({f"llm.train.{k}": v for k, v in p["train"].items()})
-    return register_build(directory, name=p["model_name"], experiment=p["experiment"], run_name="build-llm",
-                          store=SampleStore(resolve(p["store_dir"])), params=flat,
+    return register_build(directory, name=p["model_name"], family="lm", experiment=p["experiment"],
+                          run_name="build-llm", store=SampleStore(resolve(p["store_dir"])), params=flat,
                           metrics=json.loads(resolve(METRICS).read_text()),
                           tags={"base_sha256": sha256_file(resolve(p["base_dir"]) / "model.safetensors"),
                                 "trainable_blocks": str(saved["trainable_blocks"]), "kind": "causal-lm"})

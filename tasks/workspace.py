@@ -12,9 +12,7 @@ import yaml
 
 from tasks.env import project_root
 from unlearn_ops.data.store import SampleStore
-
-# Each model family is verified by its own metrics, so it has its own gate section in params.yaml.
-GATE_SECTIONS = {"classifier": "gates", "text": "text_gates", "gan": "gan_gates", "lm": "lm_gates"}
+from unlearn_ops.families import DEFAULT, FAMILIES
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,14 @@ class Workspace:
 
     def family(self, model: str) -> str:
         """`classifier` (default), `text`, `gan` or `lm`: which metrics verify the model (params.yaml `models.<name>.family`)."""
-        family = self.served_models().get(model, {}).get("family", "classifier")
-        if family not in GATE_SECTIONS:
-            raise ValueError(f"models.{model}.family must be one of {sorted(GATE_SECTIONS)}, not {family!r}")
+        family = self.served_models().get(model, {}).get("family", DEFAULT)
+        if family not in FAMILIES:
+            raise ValueError(f"models.{model}.family must be one of {sorted(FAMILIES)}, not {family!r}")
         return family
 
     def gates_for(self, model: str) -> dict[str, Any]:
         """The gates of the model's family: `gates` for image classifiers, `text_gates`, `gan_gates`, `lm_gates`."""
-        section = GATE_SECTIONS[self.family(model)]
+        section = FAMILIES[self.family(model)].gate_section
         if section not in self.params:
             raise KeyError(f"params.yaml has no `{section}` section: {model} ({self.family(model)}) cannot be verified")
         return self.params[section]
@@ -64,3 +62,7 @@ class Workspace:
         if model not in served:
             raise KeyError(f"model {model!r} is not served by this pipeline (no `models.{model}` in params.yaml)")
         return SampleStore(self.path(served[model]["store_dir"]))
+
+    def method_params(self, model: str, method: str) -> dict[str, Any]:
+        """The settings `method` runs with for `model` (params.yaml `unlearn.<method>`)."""
+        return (self.params.get("unlearn") or {}).get(method, {})

@@ -18,8 +18,8 @@ from unlearn_ops.models import save_model
 
 def test_register_alias_and_load(tiny_model, tiny_spec, tmp_path, mlflow_tmp, class_splits):
     directory = save_model(tiny_model, tiny_spec, tmp_path / "m")
-    version = log_and_register(directory, name="digits-classifier", experiment="test", run_name="t",
-                               metrics={"test_accuracy": 0.9}, tags={"weights_sha256": "abc", "method": "train"})
+    version = log_and_register(directory, name="digits-classifier", family="classifier", experiment="test",
+                               run_name="t", metrics={"test_accuracy": 0.9}, tags={"weights_sha256": "abc", "method": "train"})
     set_alias("digits-classifier", CHAMPION, version)
     assert str(version_by_alias("digits-classifier", CHAMPION).version) == version
     assert version_by_alias("digits-classifier", "nope") is None
