@@ -17,6 +17,7 @@ from typing import Any
 from unlearn_ops.utils import atomic_write_json, atomic_write_text, canonical_json, sha256_bytes, sha256_file
 
 GENESIS = "0" * 64
+ATTEMPT_VERDICTS = {"passed": "PASS", "failed": "FAIL", "not_applicable": "NOT APPLICABLE", "error": "ERROR"}
 
 
 def certificate_markdown(cert: dict[str, Any]) -> str:
@@ -34,11 +35,16 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                   f"- Champion before: v{m.get('champion_before') or '-'}; after: v{m.get('champion_after') or '-'}; "
                   f"registered candidate: v{m.get('candidate') or '-'}",
                   f"- Method path: {' → '.join(a['method'] + (' ✓' if a.get('passed') else ' ✗') for a in m['attempts'])}",
-                  f"- Active data version (DVC md5): `{m.get('data_dvc_md5', '-')}`", ""]
+                  f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`", ""]
         for a in m["attempts"]:
-            lines += [f"### Attempt `{a['method']}` — {'PASS' if a.get('passed') else 'FAIL'} ({a.get('seconds', 0):.1f} s)", ""]
-            if a.get("error"):
-                lines += [f"Error: `{a['error']}`", ""]
+            lines += [f"### Attempt `{a['method']}` — {ATTEMPT_VERDICTS.get(a.get('status'), 'FAIL')} "
+                      f"({a.get('seconds', 0):.1f} s)", ""]
+            if a.get("status") == "not_applicable":
+                lines += [f"Does not apply: {a.get('reason')}", ""]
+            elif a.get("reason"):
+                lines += [f"Error: `{a['reason']}`", ""]
+            if a.get("traceback"):  # a bug in the method, shown in full so it gets fixed
+                lines += ["```", a["traceback"].rstrip(), "```", ""]
             if a.get("gates"):
                 lines += ["| kind | metric | value | bound | result |", "|---|---|---|---|---|"]
                 for kind, gates in a["gates"].items():

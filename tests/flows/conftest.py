@@ -53,7 +53,7 @@ def make_workspace(root: Path, tiny_model, params: dict | None = None) -> Path:
     root = make_repo(root, params or PARAMS)
     build_store(load_digits(), root / "data" / "store" / "digits", max_subject_size=10)
     directory = save_model(tiny_model, TINY_SPEC, root / "models" / MODEL)
-    version = log_and_register(directory, name=MODEL, experiment="build", run_name="build",
+    version = log_and_register(directory, name=MODEL, family="classifier", experiment="build", run_name="build",
                                tags={"lineage": "build", "method": "train"})
     set_alias(MODEL, CHAMPION, version)
     return root
@@ -100,7 +100,7 @@ def make_gan_workspace(root: Path, params: dict | None = None) -> Path:
     gan = init_weights(GAN(**TINY_GAN_SPEC), 0)
     train_gan(gan.generator, gan.discriminator, train.x, GanTrainConfig(**GAN_SCHEDULE, seed=0, device="cpu"))
     directory = save_gan(gan.attach_reference(reference.cpu(), TINY_GAN_REF), root / "models" / GAN_MODEL)
-    version = log_and_register(directory, name=GAN_MODEL, experiment="build", run_name="build-gan",
+    version = log_and_register(directory, name=GAN_MODEL, family="gan", experiment="build", run_name="build-gan",
                                tags={"lineage": "build", "method": "train"})
     set_alias(GAN_MODEL, CHAMPION, version)
     return root
@@ -134,7 +134,7 @@ def make_lm_workspace(root: Path, bundle, params: dict) -> Path:
     root = make_repo(root, params)
     build_facts_store(root / "data" / "store" / "facts", bundle.world)
     directory = save_lm(bundle.model, root / "models" / LM_MODEL)
-    version = log_and_register(directory, name=LM_MODEL, experiment="build", run_name="build-llm",
+    version = log_and_register(directory, name=LM_MODEL, family="lm", experiment="build", run_name="build-llm",
                                tags={"lineage": "build", "method": "train"})
     set_alias(LM_MODEL, CHAMPION, version)
     return root
@@ -177,7 +177,12 @@ def make_text_workspace(root: Path, params: dict) -> Path:
     model = build_model(spec)
     fit_head(model, store.splits().retain, TrainConfig(**TEXT_HEAD, seed=0, device="cpu"))
     directory = save_model(model, spec, root / "models" / TEXT_MODEL)
-    version = log_and_register(directory, name=TEXT_MODEL, experiment="build", run_name="build-text",
+    version = log_and_register(directory, name=TEXT_MODEL, family="text", experiment="build", run_name="build-text",
                                tags={"lineage": "build", "method": "train"})
     set_alias(TEXT_MODEL, CHAMPION, version)
     return root
+
+
+def errors(result: dict) -> list[dict]:
+    """The attempts that raised (a bug in a method, not a method that does not apply): none on a normal path."""
+    return [a for m in result.get("models") or [] for a in m["attempts"] if a["status"] == "error"]

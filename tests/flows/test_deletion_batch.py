@@ -10,7 +10,7 @@ import yaml
 from flows import deletion_batch as db
 from tasks.registry import CANDIDATE, CHAMPION, version_by_alias
 from tasks.workspace import Workspace
-from tests.flows.conftest import MODEL, PARAMS, make_workspace
+from tests.flows.conftest import MODEL, PARAMS, errors, make_workspace
 from unlearn_ops.audit import AuditLog
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.ledger import Ledger
@@ -37,6 +37,7 @@ def test_happy_path_end_to_end(workspace):
     before = champion()
 
     result = db.deletion_batch(requests=[SUBJECT, CLASS], root=str(workspace))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     ledger = Ledger(ws.ledger_path)
@@ -92,6 +93,7 @@ def test_failing_method_falls_back_to_retrain(tmp_path, tiny_model, mlflow_tmp, 
     params["policy"][MODEL]["class"] = ["noop", "retrain"]
     root = make_workspace(tmp_path / "ws", tiny_model, params)
     result = db.deletion_batch(requests=[CLASS], root=str(root))
+    assert not errors(result), errors(result)
     attempts = result["models"][0]["attempts"]
     assert [a["method"] for a in attempts] == ["noop", "retrain"]
     assert [a["passed"] for a in attempts] == [False, True]
@@ -108,6 +110,7 @@ def test_failed_batch_leaves_champion_and_data_untouched(tmp_path, tiny_model, m
     manifest = ws.store_for(MODEL).manifest_path().read_text()
     before = champion()
     result = db.deletion_batch(requests=[CLASS], root=str(root))
+    assert not errors(result), errors(result)
     assert result["state"] == "failed"
     assert champion() == before
     assert str(version_by_alias(MODEL, CANDIDATE).version) != before  # the failed candidate is kept for audit
@@ -141,6 +144,7 @@ def test_crash_between_steps_is_resumed(tmp_path, tiny_model, mlflow_tmp, prefec
     monkeypatch.setattr(db, "promote_task", real)
     n_versions = len(versions(MODEL))
     result = db.deletion_batch(root=str(root))    # the next run finishes the batch
+    assert not errors(result), errors(result)
     assert result["batch_id"] == entry.batch_id and result["state"] == "done"
     assert ledger.find("r-subject")[0].state == "registered"
     assert len(versions(MODEL)) == n_versions     # the candidate registered before the crash is reused
@@ -162,6 +166,7 @@ def test_class_request_uses_neuron_perturbation_and_passes_production_gates(tmp_
     root = make_workspace(tmp_path / "ws", tiny_model, params)
 
     result = db.deletion_batch(requests=[CLASS], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     attempts = result["models"][0]["attempts"]
@@ -180,7 +185,39 @@ def test_a_forget_set_too_small_to_judge_goes_to_exact_retrain(tmp_path, tiny_mo
     params["gates"]["subject"] = {"forget_set_size": {"min": 10_000}, **params["gates"]["subject"]}
     root = make_workspace(tmp_path / "ws", tiny_model, params)
     result = db.deletion_batch(requests=[SUBJECT], root=str(root))
+    assert not errors(result), errors(result)
     attempts = result["models"][0]["attempts"]
     assert [a["method"] for a in attempts] == ["finetune", "retrain"]
     assert attempts[0]["gates"]["subject"]["failed"] == ["forget_set_size"]
     assert attempts[1]["passed"] is True and "forget_set_size" not in str(attempts[1]["gates"])
+
+
+def test_a_bug_in_a_method_is_reported_and_the_request_still_honoured(tmp_path, tiny_model, mlflow_tmp,
+                                                                      prefect_harness, monkeypatch, caplog):
+    """A method that raises (here a ZeroDivisionError) is not a quiet fallback: the attempt is an
+    `error` with its traceback, logged at ERROR and shown in the certificate, and the chain goes on
+    to the exact method, which honours the request."""
+    import logging
+
+    from unlearn_ops.methods import finetune
+
+    def buggy(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(finetune, "unlearn", buggy)
+    root = make_workspace(tmp_path / "ws", tiny_model)
+    with caplog.at_level(logging.ERROR):
+        result = db.deletion_batch(requests=[SUBJECT], root=str(root))
+
+    assert result["state"] == "done", result
+    attempts = result["models"][0]["attempts"]
+    assert [(a["method"], a["status"]) for a in attempts] == [("finetune", "error"), ("retrain", "passed")]
+    assert errors(result) == [attempts[0]]
+    assert attempts[0]["reason"] == "ZeroDivisionError: division by zero" and "return 1 / 0" in attempts[0]["traceback"]
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR and "`finetune`" in r.getMessage()]
+    assert logged and logged[0].exc_info[0] is ZeroDivisionError
+    ws = Workspace.at(root)
+    md = (ws.certificates / f"{result['batch_id']}.md").read_text()
+    assert "### Attempt `finetune` — ERROR" in md and "ZeroDivisionError" in md and "return 1 / 0" in md
+    assert "finetune ✗ → retrain ✓" in md
+    assert Ledger(ws.ledger_path).find("r-subject")[0].state == "registered"

@@ -13,7 +13,7 @@ import yaml
 from flows import deletion_batch as db
 from tasks.registry import CHAMPION, load_version, version_by_alias
 from tasks.workspace import Workspace
-from tests.flows.conftest import GAN_MODEL, GAN_PARAMS, TINY_GAN_SPEC, make_gan_workspace
+from tests.flows.conftest import GAN_MODEL, GAN_PARAMS, TINY_GAN_SPEC, errors, make_gan_workspace
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.ledger import Ledger
 from unlearn_ops.models.gan import GAN
@@ -41,6 +41,7 @@ def test_subject_request_unlearns_the_gan_and_promotes_it(tmp_path, mlflow_tmp, 
     before = champion()
 
     result = db.deletion_batch(requests=[SUBJECT], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     report = result["models"][0]
@@ -73,6 +74,7 @@ def test_too_small_subject_falls_back_to_exact_gan_retraining(tmp_path, mlflow_t
     before_gan, _, before = load_version(GAN_MODEL, CHAMPION)
 
     result = db.deletion_batch(requests=[SUBJECT], root=str(root))
+    assert not errors(result), errors(result)
 
     attempts = result["models"][0]["attempts"]
     assert [(a["method"], a["passed"]) for a in attempts] == [("cascaded_gan", False), ("gan_retrain", True)]
@@ -92,6 +94,7 @@ def test_failed_gan_class_deletion_leaves_champion_and_data_untouched(tmp_path, 
     before = champion()
 
     result = db.deletion_batch(requests=[CLASS], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "failed"
     attempts = result["models"][0]["attempts"]

@@ -8,7 +8,7 @@ import pytest
 from flows import deletion_batch as db
 from tasks.registry import CHAMPION, load_version, version_by_alias
 from tasks.workspace import Workspace
-from tests.flows.conftest import LM_MODEL, lm_params, make_lm_workspace
+from tests.flows.conftest import LM_MODEL, errors, lm_params, make_lm_workspace
 from tests.lm_fixtures import TinyLM, tiny_lm_bundle
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.ledger import Ledger
@@ -33,6 +33,7 @@ def test_subject_request_unlearns_the_lm_and_promotes_it(tiny_lm, tmp_path, mlfl
     before = str(version_by_alias(LM_MODEL, CHAMPION).version)
 
     result = db.deletion_batch(requests=[request(tiny_lm)], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     attempt = result["models"][0]["attempts"][0]
@@ -62,6 +63,7 @@ def test_failing_gates_fall_back_to_lm_retrain(tiny_lm, tmp_path, mlflow_tmp, pr
     before = str(version_by_alias(LM_MODEL, CHAMPION).version)
 
     result = db.deletion_batch(requests=[request(tiny_lm)], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "failed"
     assert [a["method"] for a in result["models"][0]["attempts"]] == ["lm_token_poisoning", "lm_retrain"]
@@ -73,7 +75,9 @@ def test_failing_gates_fall_back_to_lm_retrain(tiny_lm, tmp_path, mlflow_tmp, pr
 
 def test_lm_metrics_refuse_a_class_deletion(tiny_lm):
     """Intake rejects class requests for an LM (its policy has no `class` chain); the metrics refuse too."""
-    from tasks.unlearning import lm_metrics
+    from unlearn_ops.verify.production import Evaluation, lm_metrics
 
+    forget_class = int(tiny_lm.splits.forget.y[0])
+    e = Evaluation(tiny_lm.model, tiny_lm.model, tiny_lm.splits, tiny_lm.store, classes=[forget_class], item_ids=set())
     with pytest.raises(ValueError, match="item requests"):
-        lm_metrics(tiny_lm.model, tiny_lm.model, {"class": tiny_lm.splits}, tiny_lm.store, 0, 0)
+        lm_metrics(e)

@@ -8,7 +8,7 @@ import numpy as np
 from flows import deletion_batch as db
 from tasks.registry import CHAMPION, load_version, version_by_alias
 from tasks.workspace import Workspace
-from tests.flows.conftest import TEXT_MODEL, make_text_workspace, text_params
+from tests.flows.conftest import TEXT_MODEL, errors, make_text_workspace, text_params
 from unlearn_ops.data.text_store import group_ids
 from unlearn_ops.ledger import Ledger
 from unlearn_ops.models.text import TextClassifier
@@ -24,6 +24,7 @@ def test_concept_request_forgets_a_movie_and_promotes_the_model(tmp_path, mlflow
 
     result = db.deletion_batch(requests=[{"request_id": "r-movie", "model": TEXT_MODEL, "kind": "concept",
                                           "concept": "jaws"}], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     attempt = result["models"][0]["attempts"][0]
@@ -50,6 +51,7 @@ def test_class_request_meets_the_production_class_gates(tmp_path, mlflow_tmp, pr
 
     result = db.deletion_batch(requests=[{"request_id": "r-class", "model": TEXT_MODEL, "kind": "class",
                                           "class_label": "positive"}], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     attempt = result["models"][0]["attempts"][0]
@@ -66,6 +68,7 @@ def test_a_small_concept_falls_back_to_the_exact_text_retrain(tmp_path, mlflow_t
 
     result = db.deletion_batch(requests=[{"request_id": "r-movie", "model": TEXT_MODEL, "kind": "concept",
                                           "concept": "alien"}], root=str(root))
+    assert not errors(result), errors(result)
 
     assert result["state"] == "done", result
     attempts = result["models"][0]["attempts"]
