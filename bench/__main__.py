@@ -15,7 +15,7 @@ def main(argv: list[str]) -> None:
         return
     name, rest = argv[0], argv[1:]
     for bench in (BENCHES if name == "all" else (name,)):
-        module = importlib.import_module(f"bench.{bench}")
+        module = importlib.import_module(f"bench.{BENCHES.get(bench, bench)}")
         module.main(rest)
 
 

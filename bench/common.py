@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: machine/commit notes, result files, mean ± std tables."""
+"""Shared benchmark plumbing: timing and memory of a call, machine/commit notes, result files,
+mean ± std tables."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,48 @@ from tasks.env import project_root
 
 OUT_DIR = project_root() / "docs" / "benchmarks"
 LOAD_AT_START = os.getloadavg()[0]   # when the benchmark process started
+
+
+@dataclass(frozen=True)
+class Measured:
+    result: Any
+    seconds: float       # wall clock
+    cpu_seconds: float   # this process's CPU time
+    peak_mb: float       # peak extra memory during the call
+    memory_how: str      # cuda | rss | rss-unreset (see `measure`)
+
+
+def _vm(key: str) -> int:
+    """VmHWM / VmRSS of this process in KiB (Linux)."""
+    match = re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(match.group(1)) if match else 0
+
+
+def measure(fn: Callable[[], Any]) -> Measured:
+    """Run fn; its wall-clock and CPU seconds and peak extra memory.
+
+    CUDA: torch.cuda.max_memory_allocated. CPU: the process's peak RSS during fn (VmHWM, reset
+    through /proc/self/clear_refs) minus its RSS before; tracemalloc cannot see torch's tensors.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        torch.cuda.synchronize()
+        return Measured(out, time.perf_counter() - wall, time.process_time() - cpu,
+                        (torch.cuda.max_memory_allocated() - base) / 2**20, "cuda")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        how = "rss"
+    except OSError:
+        how = "rss-unreset"
+    before = _vm("VmRSS")
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return Measured(out, time.perf_counter() - wall, time.process_time() - cpu, max(_vm("VmHWM") - before, 0) / 1024,
+                    how)
 
 
 def load_record() -> dict[str, float]:

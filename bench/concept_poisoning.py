@@ -46,7 +46,6 @@ import argparse
 import copy
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, require_same, write_results
+from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, measure, require_same, write_results
 from flows.params import load_params
 from tasks.env import project_root
 from unlearn_ops.data.sources import LOADERS
@@ -73,13 +72,6 @@ TARGETS = {"A_train": 0.01, "A_test": 0.01, "A_global_drop": 0.005, "Fr": 0.95, 
 TEXT_PARAMS = {"analysis_per_class": 200, "text_bank_size": 200, "retain_per_class": 500, "epochs": 5, "lr": 1e-2}
 TEXT_VARIANTS = {"label-only (none + targeted)": {"poison": "none"},
                  "LIG mask (localized + targeted, ≤64 poisons)": {"poison": "localized", "max_poisons": 64}}
-
-
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """(result, wall seconds, process CPU seconds)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 # ============================================================================ images
@@ -108,9 +100,10 @@ def run_image_case(ds: str, seed: int, cls: int, original: nn.Module, method_par
     row["retrain"] = {**image_metrics(ref_model, original, splits, cls, forget_nm, seed), "seconds": ref_seconds}
     first_details: dict[str, Any] = {}
     for label, params in method_params.items():
-        result, wall, cpu = measure(lambda p=params: run_method(NAME, original, splits, {**p, "seed": seed}))
+        run = measure(lambda p=params: run_method(NAME, original, splits, {**p, "seed": seed}))
+        result = run.result
         m = image_metrics(result.model, original, splits, cls, forget_nm, seed)
-        m.update(seconds=wall, cpu_seconds=cpu, speedup=ref_seconds / max(wall, 1e-9),
+        m.update(seconds=run.seconds, cpu_seconds=run.cpu_seconds, speedup=ref_seconds / max(run.seconds, 1e-9),
                  A_global_drop=row["original"]["A_global"] - m["A_global"],
                  A_global_vs_retrain=row["retrain"]["A_global"] - m["A_global"],
                  mia_gap_retrain=row["retrain"]["mia_gap"],
@@ -267,7 +260,7 @@ def text_bench(quick: bool, seed: int, base_params: dict[str, Any]) -> dict[str,
     test_e, _ = embed(test_ids)
     nm_e, _ = embed(nm_ids)
     original = copy.deepcopy(model)
-    _, head_s, _ = measure(lambda: fit(original.head, train_e, head_cfg))
+    head_s = measure(lambda: fit(original.head, train_e, head_cfg)).seconds
     index = {i: n for n, i in enumerate(train_e.ids)}
 
     by_movie: dict[str, list[str]] = {}
@@ -297,7 +290,7 @@ def text_bench(quick: bool, seed: int, base_params: dict[str, Any]) -> dict[str,
             nm_match = matched_nonmembers(f_e, nm_e)
 
         retrained = copy.deepcopy(model)  # same pretrained encoder, the untrained seeded head
-        _, fit_s, _ = measure(lambda h=retrained.head, d=r_e: fit(h, d, head_cfg))
+        fit_s = measure(lambda h=retrained.head, d=r_e: fit(h, d, head_cfg)).seconds
 
         def metrics(head: nn.Module, f_e=f_e, nm=nm_match, t_forget=t_forget, t_rest=t_rest) -> dict[str, float]:
             """Accuracies, Fr and loss-MIA of `head` on cached embeddings (the encoder is frozen)."""
@@ -312,12 +305,13 @@ def text_bench(quick: bool, seed: int, base_params: dict[str, Any]) -> dict[str,
                                "original": metrics(original.head),
                                "retrain": {**metrics(retrained.head), "seconds": retrain_s}}
         for label, extra in TEXT_VARIANTS.items():
-            result, wall, cpu = measure(lambda e=extra, sp=splits: run_method(NAME, original, sp, {**params, **e}))
+            run = measure(lambda e=extra, sp=splits: run_method(NAME, original, sp, {**params, **e}))
+            result = run.result
             enc_same = all(torch.equal(a, b) for a, b in zip(result.model.encoder.state_dict().values(),
                                                               original.encoder.state_dict().values(), strict=True))
             assert enc_same, "text metrics reuse the cached embeddings: the encoder must be unchanged"
             m = metrics(result.model.head)
-            m.update(seconds=wall, cpu_seconds=cpu, speedup=retrain_s / max(wall, 1e-9),
+            m.update(seconds=run.seconds, cpu_seconds=run.cpu_seconds, speedup=retrain_s / max(run.seconds, 1e-9),
                      A_global_drop=res["original"]["A_global"] - m["A_global"],
                      tokens_masked=result.details["tokens_masked"], n_poisons=result.details["n_poisons"],
                      top_concepts={c: v["top_concepts"] for c, v in result.details["classes"].items()})

@@ -24,8 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, md_table, mean_std, write_results
+from bench.common import OUT_DIR, fmt, md_table, mean_std, measure, write_results
 from flows.params import load_params
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
@@ -66,38 +64,6 @@ def configs(variant: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- measuring
-def _vm(key: str) -> int:
-    """VmHWM / VmRSS of this process in KiB (Linux)."""
-    match = re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text())
-    return int(match.group(1)) if match else 0
-
-
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, float, str]:
-    """Run fn; return (result, seconds, peak extra memory in MB, how it was measured).
-
-    CUDA: torch.cuda.max_memory_allocated. CPU: the process's peak RSS during fn (VmHWM, reset
-    through /proc/self/clear_refs) minus its RSS before; tracemalloc cannot see torch's tensors.
-    """
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        start = time.perf_counter()
-        out = fn()
-        torch.cuda.synchronize()
-        return out, time.perf_counter() - start, (torch.cuda.max_memory_allocated() - base) / 2**20, "cuda"
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        how = "rss"
-    except OSError:
-        how = "rss-unreset"
-    before = _vm("VmRSS")
-    start = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - start
-    return out, seconds, max(_vm("VmHWM") - before, 0) / 1024, how
-
-
 def retrain_peak_memory(spec_model: nn.Module, data: Part, cfg: TrainConfig, steps: int = 20) -> float:
     """Peak extra memory of the retraining schedule, measured over its first `steps` steps
     (model, Adam state and activations are all allocated by then)."""
@@ -105,8 +71,7 @@ def retrain_peak_memory(spec_model: nn.Module, data: Part, cfg: TrainConfig, ste
 
     model = copy.deepcopy(spec_model)
     short = TrainConfig(**{**cfg.__dict__, "epochs": steps / max(1, -(-len(data) // cfg.batch_size))})
-    _, _, mb, _ = measure(lambda: fit(model, data, short))
-    return mb
+    return measure(lambda: fit(model, data, short)).peak_mb
 
 
 # ----------------------------------------------------------------------------- one class
@@ -165,10 +130,12 @@ def run_case(case: Case, methods: dict[str, dict[str, Any]], retrain_model: nn.M
     row["original"] = metrics(case.original, case)
     for name, params in methods.items():
         params = {**params, "seed": case.seed}
-        result, seconds, mb, how = measure(lambda p=params: run_method(NAME, case.original, case.splits, p))
+        run = measure(lambda p=params: run_method(NAME, case.original, case.splits, p))
+        result = run.result
         m = metrics(result.model, case)
-        m.update(seconds=seconds, peak_mb=mb, memory_how=how, k_p=result.details["k_p"][case.cls],
-                 speedup=retrain_seconds / max(seconds, 1e-9),
+        m.update(seconds=run.seconds, peak_mb=run.peak_mb, memory_how=run.memory_how,
+                 k_p=result.details["k_p"][case.cls],
+                 speedup=retrain_seconds / max(run.seconds, 1e-9),
                  mia_gap=abs(m["mia_simple"] - ref["mia_simple"]),
                  other_test_gap=ref["other_test"] - m["other_test"])
         row[name] = m

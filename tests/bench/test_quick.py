@@ -4,12 +4,10 @@ import json
 
 import pytest
 
-from bench import compare
+from bench import class_deletion as CLASS_BENCH
+from bench import compare, random10
 from bench import references as refs
 from tests.conftest import TINY_SPEC
-
-CLASS_BENCH = __import__("importlib").import_module("bench.class")
-from bench import random10  # noqa: E402
 
 MINE = "finetune,neg_grad_plus,random_label,salun,scrub,ssd,logit_suppression"
 
@@ -139,3 +137,13 @@ def test_confidence_diagnostic_quick(tiny_cache, capsys):
     quantiles = [[float(v) for v in line.split(": ")[1].split()] for line in lines if line.startswith("    ")]
     assert len(quantiles) == 9 and all(q == sorted(q) and 0.0 <= q[0] <= q[-1] <= 1.0 for q in quantiles)
     assert capsys.readouterr().out.count("q0.05") == 9
+
+
+def test_every_protocol_names_a_module_and_class_keeps_its_cli_name():
+    from pathlib import Path
+
+    from bench import BENCHES
+
+    here = Path(CLASS_BENCH.__file__).parent
+    assert all((here / f"{module}.py").is_file() for module in BENCHES.values())
+    assert BENCHES["class"] == CLASS_BENCH.__name__.rsplit(".", 1)[1] and CLASS_BENCH.NAME == "class"
