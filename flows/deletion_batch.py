@@ -118,7 +118,7 @@ def apply_and_certify(ws: Workspace, steps: Progress, work: ModelWork, forget_se
                          attempts=[a.certified() for a in attempts], candidate=candidate, outcome="failed",
                          reports=copy_figures(ws, steps.batch_id, work.model, final.reports) if candidate else {})
     if not final.passed:
-        reason = "every method in the policy chain failed the gates: " + " | ".join(
+        reason = "no method of the policy chain passed the gates: " + " | ".join(
             f"{a.method}: {a.why_not()}" for a in attempts)
         advance(steps.ledger, work.ledger_ids, "failed", reason, steps.batch_id)
         return report

@@ -192,9 +192,7 @@ class Progress:
         return self.key(step) in self.ledger.batch(self.batch_id)["progress"]
 
     def record(self, step: str, value: Any) -> None:
-        stored = [v.to_dict() if isinstance(v, Record) else v for v in value] if isinstance(value, list) else (
-            value.to_dict() if isinstance(value, Record) else value)
-        self.ledger.record_progress(self.batch_id, self.key(step), stored)
+        self.ledger.record_progress(self.batch_id, self.key(step), _stored(value))
 
     def once(self, step: str, run: Callable[[], Any], as_type: type[R] | None = None) -> Any:
         """`run()` unless an earlier run finished this step; either way the recorded result."""
@@ -202,6 +200,12 @@ class Progress:
             self.record(step, run())
         value = self.get(step)
         return as_type.from_dict(value) if as_type is not None else value
+
+
+def _stored(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return value.to_dict() if isinstance(value, Record) else value
 
 
 # ------------------------------------------------------------------------------ the batch

@@ -19,7 +19,7 @@ from torch import nn
 from unlearn_ops.models import LM_ARCH, load_model, save_model
 from unlearn_ops.verify import production as p
 
-Loader = Callable[[str | Path, str | torch.device], tuple[nn.Module, dict[str, Any]]]
+Loader = Callable[..., tuple[nn.Module, dict[str, Any]]]  # (directory, device="cpu")
 Saver = Callable[[nn.Module, dict[str, Any], str | Path], Path]
 
 
