@@ -54,14 +54,9 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), spec
 
 
-def is_causal_lm(model: nn.Module) -> bool:
-    from unlearn_ops.models.lm import CausalLM  # lazy: transformers is slow to import
-
-    return isinstance(model, CausalLM)
-
-
 def load_any(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load what `save_any` wrote: a `save_lm` folder (a causal LM) or spec.json + safetensors."""
+    """Load any folder this pipeline saves: a `save_lm` folder (a causal LM) or spec.json +
+    safetensors (how each model family saves is unlearn_ops/families.py)."""
     from unlearn_ops.models.lm import is_lm_dir, load_lm
 
     if is_lm_dir(directory):
@@ -69,19 +64,10 @@ def load_any(directory: str | Path, device: str | torch.device = "cpu") -> tuple
     return load_model(directory, device)
 
 
-def save_any(model: nn.Module, spec: dict[str, Any], directory: str | Path) -> Path:
-    """`save_lm` for a causal LM (save_pretrained + tokenizer), else `save_model`."""
-    if is_causal_lm(model):
-        from unlearn_ops.models.lm import save_lm
-
-        return save_lm(model, directory)
-    return save_model(model, spec, directory)
-
-
 def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the state dict, to check later that a model was not mutated."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-__all__ = ["ARCHS", "LM_ARCH", "SmallCNN", "ResNet18", "GAN", "build_model", "is_causal_lm", "load_any", "load_model",
-           "save_any", "save_model", "state_fingerprint"]
+__all__ = ["ARCHS", "LM_ARCH", "SmallCNN", "ResNet18", "GAN", "build_model", "load_any", "load_model", "save_model",
+           "state_fingerprint"]
