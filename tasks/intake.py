@@ -193,7 +193,7 @@ def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True,
         target_dir.mkdir(parents=True, exist_ok=True)
         if move:
             shutil.move(str(path), str(target))
-        else:
+        elif path.is_file():  # never open a FIFO or device: it may block or never end
             with path.open("rb") as src, target.open("wb") as dst:
                 dst.write(src.read((limits or IntakeLimits()).max_bytes + 1))
         if checked.reason:
