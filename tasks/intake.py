@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,16 +75,25 @@ def record(ledger: Ledger, document: Document | Unreadable, source: str,
     return entry, (req if entry.state == "received" else None)
 
 
+# `"request_id": "x"` (JSON) or `request_id: x` (YAML) in a document too broken to parse
+_CLAIMED = re.compile(r"""(?m)^[\s{,]*["']?request_id["']?\s*:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?=["',}]|[ \t]*$)""")
+
+
+def _claimed_in_text(text: str) -> str | None:
+    m = _CLAIMED.search(text)
+    return m.group(1) if m else None
+
+
 def _reject(ledger: Ledger, document: Document, source: str, reason: str, data: Any,
             limits: IntakeLimits) -> Entry:
     """A rejected row: under `invalid-<claimed id>` when the document claims a well-formed one (so
     the sender can find it; never the live ID, which a corrected resubmission may use), keeping
     a bounded excerpt of the document with its size and sha256."""
-    rid = claimed_id(data)
     try:
         kept = kept_text(document, limits)
     except Exception as e:  # noqa: BLE001
         kept = json.dumps({"rejected_document": {"unkept": unexpected(e, "could not be kept")}})
+    rid = claimed_id(data) or _claimed_in_text(json.loads(kept)["rejected_document"].get("text", ""))
     entry = ledger.receive(f"invalid-{rid}" if rid else None, kept, source)
     return ledger.transition(entry.ledger_id, "rejected", reason)
 
