@@ -5,4 +5,4 @@ docs/benchmarks/<name>.json and .md with the machine and commit noted. `all` run
 """
 
 BENCHES: tuple[str, ...] = ("cascaded_gan", "lm_token_poisoning", "concept_poisoning", "class", "random10", "calibrate_gates",
-                              "neuron_perturbation")
+                              "neuron_perturbation", "fuzz_intake")

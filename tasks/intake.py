@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -198,7 +199,9 @@ def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True,
     """Move (or copy: at most `max_bytes + 1` of it) a request file to processed/ or quarantine/
     (+ reason file). None when the file system refuses: logged, the other files go on."""
     target_dir = ws.quarantine if checked.reason else ws.processed
-    target = target_dir / f"{checked.entry.ledger_id:06d}-{path.name}"
+    name = path.name if len(os.fsencode(path.name)) <= 200 else (  # the prefix must not push it past 255 bytes
+        os.fsdecode(os.fsencode(path.stem)[:160]) + "_" + path.suffix[:20])
+    target = target_dir / f"{checked.entry.ledger_id:06d}-{name}"
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
         if move:
@@ -215,6 +218,11 @@ def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True,
     return target
 
 
+def source(channel: str, path: Path) -> str:
+    """`inbox:<file name>` as the ledger can store it (a name need not be UTF-8), at most 200 characters."""
+    return f"{channel}:{os.fsencode(path.name).decode('utf-8', 'backslashreplace')[:200]}"
+
+
 def inbox_files(ws: Workspace) -> list[Path]:
     return sorted(p for p in ws.inbox.glob("*") if p.is_file() and p.suffix.lower() in REQUEST_SUFFIXES)
 
@@ -223,7 +231,7 @@ def intake_inbox(ws: Workspace, ledger: Ledger, documents: list[Any] | None,
                  is_registered: Callable[[str], bool]) -> list[Checked]:
     """Inbox files + documents passed as a flow parameter → ledger; inbox files filed away."""
     files, limits = inbox_files(ws), intake_limits(ws)
-    docs = [(read_file(p, limits), f"inbox:{p.name}") for p in files] + [(d, "parameter") for d in documents or []]
+    docs = [(read_file(p, limits), source("inbox", p)) for p in files] + [(d, "parameter") for d in documents or []]
     checked = intake_documents(ws, ledger, docs, is_registered)
     for path, c in zip(files, checked[:len(files)], strict=True):
         file_away(ws, path, c)
