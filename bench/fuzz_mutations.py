@@ -10,6 +10,7 @@ truncation after the last field).
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections.abc import Callable
@@ -106,7 +107,7 @@ def nesting(rng, req, ctx):
 def size(rng, req, ctx):
     lim = ctx.limits
     v = rng.choice(["reason at limit", "reason over limit", "pad to limit", "pad over limit", "huge file",
-                    "many ids", "long key", "many keys", "long request_id", "long file name"])
+                    "many ids", "long key", "many keys", "long request_id", "long file name", "non-UTF-8 file name"])
     expect, name = "reject", ""
     if v == "reason at limit":
         req, expect = {**req, "reason": "r" * lim.max_string}, "accept"
@@ -123,6 +124,8 @@ def size(rng, req, ctx):
         req = {**req, "request_id": "r" * rng.choice([65, 4_000])}
     elif v == "long file name":  # with the 7-character prefix filing adds, past the 255 bytes a name may have
         expect, name = "accept", "n" * rng.randint(240, 243) + ".json"
+    elif v == "non-UTF-8 file name":  # Linux names are bytes: this one reaches Python with surrogate escapes
+        expect, name = "accept", os.fsdecode(b"req-\xff\xfe\x1b[31m.json")
     text = json.dumps(req)
     if v == "pad to limit":
         text, expect = text + " " * (lim.max_bytes - len(enc(text))), "accept"

@@ -219,8 +219,10 @@ def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True,
 
 
 def source(channel: str, path: Path) -> str:
-    """`inbox:<file name>` as the ledger can store it (a name need not be UTF-8), at most 200 characters."""
-    return f"{channel}:{os.fsencode(path.name).decode('utf-8', 'backslashreplace')[:200]}"
+    """`inbox:<file name>` as the ledger can store and a terminal can show it (a name need not be UTF-8
+    and may hold escape sequences), at most 200 characters."""
+    name = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+    return f"{channel}:" + "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)[:200]
 
 
 def inbox_files(ws: Workspace) -> list[Path]:

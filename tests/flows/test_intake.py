@@ -186,3 +186,20 @@ def test_an_unreadable_file_is_recorded_as_rejected(ws, tmp_path):
     (checked,) = intake_documents(ws, ledger, [(read_file(tmp_path / "pipe.json", IntakeLimits()), "cli:pipe.json")],
                                   lambda m: m in REGISTERED)
     assert checked.entry.state == "rejected" and checked.reason == "pipe.json is not a regular file"
+
+
+def test_odd_inbox_file_names_are_recorded_and_filed(ws):
+    import os
+
+    from tasks.intake import intake_inbox
+
+    ws.inbox.mkdir(parents=True, exist_ok=True)
+    names = [os.fsdecode(b"req-\xff\xfe\x1b[31m.json"), "n" * 245 + ".json"]
+    for k, name in enumerate(names):
+        (ws.inbox / name).write_text(json.dumps(req(request_id=f"name-{k}", kind="class", class_label=7)))
+    ledger = Ledger(ws.root / "ledger.sqlite")
+    checked = intake_inbox(ws, ledger, None, lambda m: m in REGISTERED)
+    assert [c.entry.state for c in checked] == ["validated", "validated"]
+    assert not list(ws.inbox.iterdir())
+    sources = {ledger.get(c.entry.ledger_id).source for c in checked}
+    assert "inbox:req-\\xff\\xfe\\x1b[31m.json" in sources and all(len(s) <= 206 for s in sources)
