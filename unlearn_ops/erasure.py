@@ -126,24 +126,30 @@ class ForgetIndex:
 
     def _build_anchors(self) -> None:
         keys, owners, offsets = [], [], []
+        by_length: dict[int, list[int]] = {}
         for j, (s, c) in enumerate(zip(self.samples, self.contents, strict=True)):
             if c is None:
                 self.unsearchable.setdefault(s.sample_id, "no raw content (hash only)")
-                continue
-            chosen = _anchors(c)
-            if chosen is None:
-                self.unsearchable[s.sample_id] = (f"shorter than {MIN_NEEDLE} bytes" if len(c) < MIN_NEEDLE else
-                                                  "too uniform for a byte search (hash only)")
-                continue
-            words = np.frombuffer(c, np.uint8)
-            for off in chosen:
-                keys.append(int(np.frombuffer(words[off:off + 8].tobytes(), "<u8")[0]))
-                owners.append(j)
-                offsets.append(int(off))
-        order = np.argsort(np.asarray(keys, dtype=np.uint64), kind="stable")
-        self.keys = np.asarray(keys, dtype=np.uint64)[order]
-        self.owner = np.asarray(owners, dtype=np.int64)[order]
-        self.offset = np.asarray(offsets, dtype=np.int64)[order]
+            elif len(c) < MIN_NEEDLE:
+                self.unsearchable[s.sample_id] = f"shorter than {MIN_NEEDLE} bytes"
+            else:
+                by_length.setdefault(len(c), []).append(j)
+        for group in by_length.values():  # samples of one length are done together, vectorised
+            rows = np.stack([np.frombuffer(self.contents[j], np.uint8) for j in group])
+            chosen = _anchors(rows)
+            words = np.lib.stride_tricks.sliding_window_view(rows, 8, axis=1)
+            for g, j in enumerate(group):
+                if chosen[g] is None:
+                    self.unsearchable[self.samples[j].sample_id] = "too uniform for a byte search (hash only)"
+                    continue
+                keys.append(np.ascontiguousarray(words[g, chosen[g]]).view("<u8").ravel())
+                owners.append(np.full(len(chosen[g]), j))
+                offsets.append(chosen[g])
+        keys_all = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        order = np.argsort(keys_all, kind="stable")
+        self.keys = keys_all.astype(np.uint64)[order]
+        self.owner = (np.concatenate(owners) if owners else np.zeros(0, np.int64))[order]
+        self.offset = (np.concatenate(offsets) if offsets else np.zeros(0, np.int64))[order]
         self.table = np.zeros(1 << _TABLE_BITS, dtype=bool)
         self.table[_bucket(self.keys)] = True
 
@@ -156,20 +162,26 @@ def _bucket(words: np.ndarray) -> np.ndarray:
     return np.multiply(words, _MULT, dtype=np.uint64) >> np.uint64(64 - _TABLE_BITS)
 
 
-def _anchors(content: bytes) -> list[int] | None:
-    """Offsets of ANCHORS_PER_RESIDUE informative 8-byte words per residue mod 8, or None."""
-    if len(content) < MIN_NEEDLE:
-        return None
-    win = np.lib.stride_tricks.sliding_window_view(np.frombuffer(content, np.uint8), 8)
-    distinct = 1 + (np.diff(np.sort(win, axis=1), axis=1) != 0).sum(axis=1)
-    chosen: list[int] = []
+def _anchors(rows: np.ndarray) -> list[np.ndarray | None]:
+    """Per row of an (n, L) byte array: offsets of ANCHORS_PER_RESIDUE informative 8-byte words at
+    each residue mod 8 (the most varied first), or None when some residue has none."""
+    win = np.lib.stride_tricks.sliding_window_view(rows, 8, axis=1)  # (n, L-7, 8)
+    distinct = np.ones(win.shape[:2], dtype=np.int8)
+    for i in range(1, 8):  # byte i adds a value unless it repeats one of bytes 0..i-1
+        repeat = np.zeros(win.shape[:2], dtype=bool)
+        for j in range(i):
+            repeat |= win[..., i] == win[..., j]
+        distinct += ~repeat
+    picks, ok = [], np.ones(len(rows), dtype=bool)
     for r in range(8):
-        offs = np.arange(r, len(win), 8)
-        good = offs[distinct[offs] >= MIN_DISTINCT]
-        if not len(good):
-            return None
-        chosen += good[np.argsort(-distinct[good], kind="stable")[:ANCHORS_PER_RESIDUE]].tolist()
-    return chosen
+        offs = np.arange(r, win.shape[1], 8)
+        d = distinct[:, offs]
+        best = np.argsort(-d, axis=1, kind="stable")[:, :ANCHORS_PER_RESIDUE]
+        ok &= np.take_along_axis(d, best[:, :1], axis=1)[:, 0] >= MIN_DISTINCT
+        good = np.take_along_axis(d, best, axis=1) >= MIN_DISTINCT
+        picks.append(np.where(good, offs[best], -1))
+    chosen = np.concatenate(picks, axis=1)
+    return [c[c >= 0] if fine else None for c, fine in zip(chosen, ok, strict=True)]
 
 
 # ------------------------------------------------------------------ one buffer
