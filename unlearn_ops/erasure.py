@@ -74,9 +74,10 @@ class Location:
 
 @dataclass
 class Copy:
-    path: str
+    path: str         # the file, or `file!member` / `file (gzip)` inside an archive
     sample_ids: list[str]
-    how: str  # "npy rows" | "bytes"
+    how: str          # "npy rows" | "bytes"
+    file: str = ""    # the file on disk that holds it
 
 
 @dataclass
@@ -406,7 +407,7 @@ def scan_location(location: Location, index: ForgetIndex) -> LocationReport:
             continue
         report.files += 1
         report.bytes += n
-        report.copies += copies
+        report.copies += [Copy(c.path, c.sample_ids, c.how, str(path)) for c in copies]
         report.skipped += skipped
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
