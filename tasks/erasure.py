@@ -232,7 +232,7 @@ def erasure_locations(ws: Workspace) -> tuple[list[Location], list[dict[str, str
 # ------------------------------------------------------------------ the scan
 def _relative(result: dict[str, Any], root: Path) -> dict[str, Any]:
     def rel(p: str) -> str:
-        return p[len(str(root)) + 1:] if p.startswith(f"{root}{os.sep}") else p
+        return "." if p == str(root) else p[len(str(root)) + 1:] if p.startswith(f"{root}{os.sep}") else p
 
     for loc in result["locations"]:
         loc["path"] = rel(loc["path"])
