@@ -104,12 +104,17 @@ def sample_contents(ws: Workspace, model: str, dataset: str, ids: list[str]) -> 
     return out, None
 
 
-def forget_samples(ws: Workspace, batch_id: str) -> tuple[list[Sample], dict[str, Any]]:
-    """The batch's forget set as scan input, and where its content came from."""
-    record = forget_record(ws, batch_id)
+def _parts(ws: Workspace, batch_id: str, models: list[str] | None) -> dict[str, dict[str, Any]]:
+    parts = forget_record(ws, batch_id).get("models", {})
+    return {m: p for m, p in sorted(parts.items()) if models is None or m in models}
+
+
+def forget_samples(ws: Workspace, batch_id: str,
+                   models: list[str] | None = None) -> tuple[list[Sample], dict[str, Any]]:
+    """The batch's forget set (of `models`, default all) as scan input, and where its content came from."""
     samples: dict[str, Sample] = {}
     notes: dict[str, Any] = {"with_content": 0, "upstream_unavailable": {}}
-    for model, part in sorted(record.get("models", {}).items()):
+    for model, part in _parts(ws, batch_id, models).items():
         contents, problem = sample_contents(ws, model, part["dataset"], list(part["sample_ids"]))
         if problem:
             notes["upstream_unavailable"][model] = problem
@@ -250,16 +255,17 @@ def _relative(result: dict[str, Any], root: Path) -> dict[str, Any]:
     return result
 
 
-def erasure_scan(ws: Workspace, batch_id: str) -> dict[str, Any]:
-    """Search everything the project keeps for the batch's forget set (by hash and by bytes)."""
+def erasure_scan(ws: Workspace, batch_id: str, models: list[str] | None = None) -> dict[str, Any]:
+    """Search everything the project keeps for the batch's forget set (by hash and by bytes).
+    `models` limits it to the models whose deletion was applied (a failed model's data is kept)."""
     t0 = time.perf_counter()
-    samples, content = forget_samples(ws, batch_id)
+    samples, content = forget_samples(ws, batch_id, models)
     locations, notes = erasure_locations(ws)
     result = _relative(scan(samples, locations), ws.root)
-    datasets = sorted({part["dataset"] for part in forget_record(ws, batch_id).get("models", {}).values()})
+    datasets = sorted({part["dataset"] for part in _parts(ws, batch_id, models).values()})
     upstream_notes = [{"path": UPSTREAM_SOURCES.get(d, f"the source of data set {d}"), "status": "outside reach",
                        "reason": f"{UPSTREAM}: where the {d} samples come from"} for d in datasets]
-    result.update(batch_id=batch_id, content=content, seconds=round(time.perf_counter() - t0, 2),
+    result.update(batch_id=batch_id, models=sorted(_parts(ws, batch_id, models)), content=content, seconds=round(time.perf_counter() - t0, 2),
                   not_scanned=[n for n in notes if n["status"] == "not scanned"],
                   outside_reach=upstream_notes + [n for n in notes if n["status"] == "outside reach"])
     log.info("erasure scan of %s: %d copies in %d locations (%.1f s)", batch_id, result["copies"],
@@ -268,8 +274,8 @@ def erasure_scan(ws: Workspace, batch_id: str) -> dict[str, Any]:
 
 
 @task(name="erasure-scan", retries=1, retry_delay_seconds=2)
-def erasure_scan_task(root: str, batch_id: str) -> dict[str, Any]:
-    return erasure_scan(Workspace.at(root), batch_id)
+def erasure_scan_task(root: str, batch_id: str, models: list[str] | None = None) -> dict[str, Any]:
+    return erasure_scan(Workspace.at(root), batch_id, models)
 
 
 def format_erasure(result: dict[str, Any]) -> str:

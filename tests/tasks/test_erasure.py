@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.erasure import delete_work_weights, erasure_locations, erasure_scan, forget_samples
+from tasks.erasure import delete_work_weights, erasure_locations, erasure_scan, erasure_scan_task, forget_samples
 from tasks.registry import ensure_experiment
 from tasks.versioning import collect_superseded, push, track
 from tasks.workspace import Workspace
@@ -126,6 +126,8 @@ def test_text_forget_set_is_found_as_strings_and_unicode_rows(ws):
     found = per_location(after)
     assert f"active store ({TEXT})" not in found and found[data] == [ids[1]]
     assert found["DVC cache"] == sorted(ids)  # the purge is not committed yet: the cache holds the store's version
+    other = erasure_scan_task.fn(str(ws.root), "batch-t", models=[MODEL])  # only models whose deletion applied
+    assert other["samples"] == 0 and other["models"] == [] and other["passed"]
 
 
 def test_locations_cover_every_store_each_folder_once(ws):
