@@ -124,6 +124,22 @@ def forget_samples(ws: Workspace, batch_id: str,
     return list(samples.values()), notes
 
 
+def retained_twins(ws: Workspace, parts: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Forgotten samples byte-identical to samples their store keeps (Rotten Tomatoes has 55 such
+    groups): forgotten ID -> the kept IDs. That content stays, under the other IDs."""
+    out: dict[str, list[str]] = {}
+    for model, part in parts.items():
+        try:
+            index = ws.store_for(model).index
+        except (KeyError, StoreError):
+            continue
+        wanted = dict(zip(part["sample_ids"], part["sha256"], strict=True))
+        kept = index[~index.purged & ~index.sample_id.isin(wanted) & index.sha256.isin(set(wanted.values()))]
+        by_hash = kept.groupby("sha256").sample_id.apply(list).to_dict()
+        out.update({i: by_hash[h] for i, h in wanted.items() if h in by_hash})
+    return out
+
+
 # ------------------------------------------------------------------ where the project keeps things
 def _local_path(uri: str, root: Path) -> Path | None:
     parsed = urlparse(uri)
@@ -261,8 +277,9 @@ def erasure_scan(ws: Workspace, batch_id: str, models: list[str] | None = None) 
     t0 = time.perf_counter()
     samples, content = forget_samples(ws, batch_id, models)
     locations, notes = erasure_locations(ws)
-    result = _relative(scan(samples, locations), ws.root)
-    datasets = sorted({part["dataset"] for part in _parts(ws, batch_id, models).values()})
+    parts = _parts(ws, batch_id, models)
+    result = _relative(scan(samples, locations, retained_twins(ws, parts)), ws.root)
+    datasets = sorted({part["dataset"] for part in parts.values()})
     upstream_notes = [{"path": UPSTREAM_SOURCES.get(d, f"the source of data set {d}"), "status": "outside reach",
                        "reason": f"{UPSTREAM}: where the {d} samples come from"} for d in datasets]
     result.update(batch_id=batch_id, models=sorted(_parts(ws, batch_id, models)), content=content, seconds=round(time.perf_counter() - t0, 2),
@@ -288,13 +305,18 @@ def format_erasure(result: dict[str, Any]) -> str:
         lines.append(f"  {loc['n_copies']:>5}  {loc['name']} [{loc['path']}] ({state}"
                      + (f", {len(loc['skipped'])} not searched" if loc["skipped"] else "") + ")")
         for c in loc["copies"]:
-            lines.append(f"         {c['path']}: {len(c['sample_ids'])} ({c['how']}) e.g. {c['sample_ids'][0]}")
+            if c["sample_ids"]:
+                lines.append(f"         {c['path']}: {len(c['sample_ids'])} ({c['how']}) e.g. {c['sample_ids'][0]}")
         for s in loc["skipped"][:3]:
             lines.append(f"         not searched: {s['path']}: {s['reason']}")
         if len(loc["skipped"]) > 3:
             lines.append(f"         … and {len(loc['skipped']) - 3} more not searched")
     for n in result["not_scanned"] + result["outside_reach"]:
         lines.append(f"      -  {n['path']}: {n['status']}: {n['reason']}")
+    if result["identical_to_retained"]:
+        lines.append(f"  {len(result['identical_to_retained'])} forgotten samples are byte-identical to samples "
+                     "not forgotten (their content stays under those IDs; not counted): "
+                     + "; ".join(f"{k} = {', '.join(v)}" for k, v in list(result["identical_to_retained"].items())[:3]))
     if result["unsearchable"]:
         lines.append(f"  {len(result['unsearchable'])} samples found by hash only: "
                      + "; ".join(f"{k}: {v}" for k, v in list(result["unsearchable"].items())[:3]))

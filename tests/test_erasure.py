@@ -167,3 +167,12 @@ def test_many_needles_in_noise_are_all_found(tmp_path):
     (tmp_path / "blob").write_bytes(b"".join(parts))
     result = scan(forget, [Location("t", tmp_path)])
     assert copies(result) == {"blob": sorted(f"x/train/{i:06d}" for i in placed)}
+
+
+def test_a_twin_of_a_kept_sample_is_named_not_counted(store, forget):
+    """Content that is also a sample nobody asked to forget stays (under that sample's ID)."""
+    twin = forget[0].sample_id
+    result = scan(forget, [Location("store", store.root)], twins={twin: ["digits/test/000001"]})
+    (copy,) = result["locations"][0]["copies"]
+    assert copy["twin_ids"] == [twin] and twin not in copy["sample_ids"]
+    assert result["copies"] == len(forget) - 1 and result["identical_to_retained"] == {twin: ["digits/test/000001"]}

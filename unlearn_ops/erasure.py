@@ -413,12 +413,27 @@ def scan_location(location: Location, index: ForgetIndex) -> LocationReport:
     return report
 
 
-def scan(samples: Sequence[Sample], locations: Sequence[Location]) -> dict[str, Any]:
-    """Search every location for every sample; the result is plain data (JSON-ready)."""
+def scan(samples: Sequence[Sample], locations: Sequence[Location],
+         twins: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Search every location for every sample; the result is plain data (JSON-ready).
+
+    `twins` names forgotten samples whose content is byte-identical to samples that were not
+    forgotten (sample_id -> their IDs): that content legitimately stays, so their copies are
+    reported apart (`twin_ids` of each copy) and not counted."""
+    twins = twins or {}
     index = ForgetIndex(samples)
     reports = [scan_location(loc, index) for loc in locations]
-    copies = sum(r.n_copies for r in reports)
+    locs = []
+    for r in reports:
+        loc = asdict(r)
+        for c in loc["copies"]:
+            c["twin_ids"] = [i for i in c["sample_ids"] if i in twins]
+            c["sample_ids"] = [i for i in c["sample_ids"] if i not in twins]
+        loc["copies"] = [c for c in loc["copies"] if c["sample_ids"] or c["twin_ids"]]
+        loc["n_copies"] = sum(len(c["sample_ids"]) for c in loc["copies"])
+        locs.append(loc)
+    copies = sum(loc["n_copies"] for loc in locs)
     return {"samples": len(index.samples), "byte_searchable": index.byte_searchable,
             "unsearchable": dict(sorted(index.unsearchable.items())),
-            "locations": [{**asdict(r), "n_copies": r.n_copies} for r in reports],
-            "copies": copies, "expected": 0, "passed": copies == 0}
+            "identical_to_retained": {k: sorted(v) for k, v in sorted(twins.items())},
+            "locations": locs, "copies": copies, "expected": 0, "passed": copies == 0}
