@@ -126,9 +126,11 @@ def test_unreadable_containers_are_listed_not_dropped(forget, tmp_path):
     (tmp_path / "broken.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     (tmp_path / "pixels.zst").write_bytes(b"\x28\xb5\x2f\xfd" + forget[0].content)
     os.symlink("/etc/hostname", tmp_path / "link")
+    os.mkfifo(tmp_path / "pipe")  # opening it would block the scan forever
     result = scan(forget, [Location("t", tmp_path)])
     reasons = {os.path.basename(s["path"]): s["reason"] for s in result["locations"][0]["skipped"]}
-    assert set(reasons) == {"plot.png", "broken.gz", "pixels.zst", "link"}
+    assert set(reasons) == {"plot.png", "broken.gz", "pixels.zst", "link", "pipe"}
+    assert reasons["pipe"] == "not a regular file"
     assert "PNG" in reasons["plot.png"] and "corrupt gzip" in reasons["broken.gz"]
     assert "zstd" in reasons["pixels.zst"] and "symbolic link" in reasons["link"]
 

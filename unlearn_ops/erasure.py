@@ -28,12 +28,14 @@ re-encoded, PNG) is not recognised.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import hashlib
 import io
 import lzma
 import mmap
 import os
+import stat
 import time
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -395,13 +397,19 @@ def scan_location(location: Location, index: ForgetIndex) -> LocationReport:
             report.skipped.append(Skipped(str(path), f"symbolic link to {os.readlink(path)} (not followed)"))
             continue
         try:
+            if not stat.S_ISREG(path.lstat().st_mode):  # a FIFO or socket would block or fail the read
+                report.skipped.append(Skipped(str(path), "not a regular file"))
+                continue
             with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
+                if os.fstat(f.fileno()).st_size == 0:
                     report.files += 1
                     continue
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                try:
                     copies, skipped, n = scan_buffer(buf, str(path), index)
+                finally:
+                    with contextlib.suppress(BufferError):  # a view still alive: the map closes when it goes
+                        buf.close()
         except OSError as e:
             report.skipped.append(Skipped(str(path), f"unreadable ({e.strerror or e})"))
             continue
