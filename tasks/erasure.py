@@ -150,10 +150,29 @@ def _local_path(uri: str, root: Path) -> Path | None:
     return None
 
 
+def _artifact_uris(client: Any) -> set[str]:
+    """Artifact roots of every experiment, run and logged model (deleted ones included)."""
+    from mlflow.entities import ViewType
+
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    uris = {e.artifact_location for e in experiments if e.artifact_location}
+    ids = [e.experiment_id for e in experiments]
+    token = None
+    while ids:
+        runs = client.search_runs(ids, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        uris.update(r.info.artifact_uri for r in runs if r.info.artifact_uri)
+        token = runs.token
+        if not token:
+            break
+    for i in range(0, len(ids), 100):
+        uris.update(m.artifact_location for m in client.search_logged_models(ids[i:i + 100]) if m.artifact_location)
+    return uris
+
+
 def mlflow_locations(root: Path) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:
     """Artifact roots of every experiment, run and logged model, and the tracking DB file."""
     from mlflow import MlflowClient
-    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
 
     from tasks.registry import tracking_uri
 
@@ -164,35 +183,22 @@ def mlflow_locations(root: Path) -> tuple[list[tuple[str, Path]], list[dict[str,
         found.append(("MLflow tracking DB", Path(uri.removeprefix("sqlite:///"))))
     elif _local_path(uri, root) is not None:
         found.append(("MLflow file store", _local_path(uri, root)))  # type: ignore[arg-type]
-    client = MlflowClient(uri)
-    uris: set[str] = set()
-    experiments = client.search_experiments(view_type=ViewType.ALL)
-    uris.update(e.artifact_location for e in experiments if e.artifact_location)
-    ids = [e.experiment_id for e in experiments]
-    if ids:
-        token = None
-        while True:
-            runs = client.search_runs(ids, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
-            uris.update(r.info.artifact_uri for r in runs if r.info.artifact_uri)
-            token = runs.token
-            if not token:
-                break
-        for i in range(0, len(ids), 100):
-            uris.update(m.artifact_location for m in client.search_logged_models(ids[i:i + 100]) if m.artifact_location)
+    try:
+        uris = _artifact_uris(MlflowClient(uri))
+    except (MlflowException, OSError) as e:  # a tracking server that does not answer: say so, scan the rest
+        return found, [{"path": uri, "status": "not scanned", "reason": f"MLflow tracking store unreachable ({e})"}]
     local = {p for p in (_local_path(u, root) for u in uris) if p is not None}
     found += [("MLflow artifacts", p) for p in sorted(_topmost(local))]
-    for u in sorted(uris):
-        if _local_path(u, root) is not None:
-            continue
-        if u.startswith("mlflow-artifacts:"):
-            served = root / "mlartifacts"
-            if served.is_dir():
-                found.append(("MLflow served artifacts (mlartifacts/)", served))
-            else:
-                notes.append({"path": u, "status": "not scanned",
-                              "reason": "served by an MLflow server: scan its --artifacts-destination there"})
+    remote = sorted({urlparse(u).scheme for u in uris if _local_path(u, root) is None})
+    for scheme in remote:  # one line per kind of store, not one per run
+        example = min(u for u in uris if urlparse(u).scheme == scheme)
+        if scheme == "mlflow-artifacts" and (root / "mlartifacts").is_dir():
+            found.append(("MLflow served artifacts (mlartifacts/)", root / "mlartifacts"))
+        elif scheme == "mlflow-artifacts":
+            notes.append({"path": example, "status": "not scanned",
+                          "reason": "served by an MLflow server: scan its --artifacts-destination there"})
         else:
-            notes.append({"path": u, "status": "not scanned", "reason": f"artifact store type {urlparse(u).scheme}"})
+            notes.append({"path": example, "status": "not scanned", "reason": f"artifact store type {scheme}"})
     for name in ("mlruns", "mlartifacts"):
         if (root / name).is_dir():
             found.append((f"MLflow artifacts ({name}/)", root / name))
