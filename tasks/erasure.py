@@ -180,7 +180,10 @@ def mlflow_locations(root: Path) -> tuple[list[tuple[str, Path]], list[dict[str,
     found: list[tuple[str, Path]] = []
     notes: list[dict[str, str]] = []
     if uri.startswith("sqlite:///"):
-        found.append(("MLflow tracking DB", Path(uri.removeprefix("sqlite:///"))))
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():  # no registry yet (and asking MLflow would create one)
+            return [], []
+        found.append(("MLflow tracking DB", db))
     elif _local_path(uri, root) is not None:
         found.append(("MLflow file store", _local_path(uri, root)))  # type: ignore[arg-type]
     try:
