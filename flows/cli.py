@@ -147,6 +147,23 @@ def audit_verify(root: Path | None = ROOT) -> None:
         raise typer.Exit(1)
 
 
+@audit_app.command("erasure")
+def audit_erasure(batch_id: str, as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+                  root: Path | None = ROOT) -> None:
+    """Search everything the project keeps for a batch's forgotten samples; exit 1 if any copy remains."""
+    from tasks.erasure import erasure_scan, format_erasure
+    from tasks.workspace import Workspace
+
+    try:
+        result = erasure_scan(Workspace.at(root), batch_id)
+    except FileNotFoundError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from e
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else format_erasure(result))
+    if not result["passed"]:
+        raise typer.Exit(1)
+
+
 @audit_app.command("show")
 def audit_show(batch_id: str, root: Path | None = ROOT) -> None:
     """Print a batch's certificate (Markdown)."""
