@@ -37,13 +37,12 @@ import torch
 from bench.common import OUT_DIR, fmt, machine, md_table, write_results
 from bench.references import base_model, spec_for, store
 from flows.params import load_params
-from tasks.env import project_root
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.models import build_model
 from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, save_sample_grid, train_gan
 from unlearn_ops.training import TrainConfig, accuracy, fit
-from unlearn_ops.utils import atomic_write_json
+from unlearn_ops.utils import atomic_write_json, project_root
 from unlearn_ops.verify.gan import FID_NAME, FidReference, downstream_accuracy, gan_metrics
 
 NAME = "cascaded_gan"

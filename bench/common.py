@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.env import project_root
+from unlearn_ops.utils import project_root
 
 OUT_DIR = project_root() / "docs" / "benchmarks"
 LOAD_AT_START = os.getloadavg()[0]   # when the benchmark process started

@@ -56,13 +56,13 @@ from torch import nn
 from bench import references as refs
 from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, require_same, write_results
 from flows.params import load_params
-from tasks.env import project_root
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods.concept_poisoning import LABEL_MODES, POISON_MODES
 from unlearn_ops.models.text import embed_batched, text_classifier, tiny_text_spec, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.utils import project_root
 from unlearn_ops.verify.mia import forgetting_rate, matched_nonmembers, simple_mia
 
 NAME = "concept_poisoning"
