@@ -12,13 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import (
+    ALL_KINDS,
+    NotApplicable,
+    UnlearnResult,
+    check_positive,
+    fresh_copy,
+    require_model,
+)
 from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, train_gan
 from unlearn_ops.training import TrainConfig, fit, reinitialize
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -34,12 +42,15 @@ class Config:
     reference_batch_size: int = 128
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "batch_size", "lr_g", "lr_d", "reference_epochs", "reference_lr",
+                       "reference_batch_size")
+
 
 def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    if not isinstance(model, GAN):
-        raise TypeError(f"gan_retrain retrains a GAN container, not {type(model).__name__}")
+    require_model(model, GAN, "gan_retrain retrains a GAN container")
     if len(splits.retain) == 0:
-        raise ValueError("gan_retrain needs a non-empty retain set")
+        raise NotApplicable("gan_retrain: the retain set is empty, there is nothing to train on")
     gan = init_weights(fresh_copy(model), cfg.seed)
     logs: list[str] = []
     details: dict = {"retain_size": len(splits.retain)}

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import LMTrainConfig, fit_lm
-from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, check_positive, require_model
 from unlearn_ops.models.lm import CausalLM, load_lm, resolve_dir, same_prefix
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,12 @@ class Config:
     train_head: bool = False    # also train the (untied) LM head, as the build did
     seed: int = 0               # data order
 
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size", "max_len")
+
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    require_model(model, CausalLM, "lm_retrain repeats the fine-tune of a causal language model (CausalLM)")
     base = load_lm(resolve_dir(cfg.base_dir), trainable_blocks=model.trainable_blocks)
     if not same_prefix(base, model):
         raise ValueError(f"{cfg.base_dir} is not this model's base: the frozen blocks differ")

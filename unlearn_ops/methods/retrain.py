@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.training import TrainConfig, fit, reinitialize
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, check_choices, check_positive, fresh_copy
+from unlearn_ops.training import OPTIMIZERS, TrainConfig, fit, reinitialize
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class Config:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size")
+        check_choices(self, {"optimizer": OPTIMIZERS})
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:

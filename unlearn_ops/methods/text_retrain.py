@@ -15,13 +15,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import (
+    ALL_KINDS,
+    NotApplicable,
+    UnlearnResult,
+    check_positive,
+    fresh_copy,
+    require_model,
+)
 from unlearn_ops.models.text import TextClassifier, fit_head
 from unlearn_ops.training import TrainConfig
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -31,12 +39,14 @@ class Config:
     batch_size: int = 128
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size")
+
 
 def unlearn(model: TextClassifier, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    if not isinstance(model, TextClassifier):
-        raise TypeError(f"text_retrain refits the head of a TextClassifier, not {type(model).__name__}")
+    require_model(model, TextClassifier, "text_retrain refits the head of a TextClassifier")
     if len(splits.retain) == 0:
-        raise ValueError("text_retrain needs a non-empty retain set")
+        raise NotApplicable("text_retrain: the retain set is empty, there is nothing to train on")
     new = fresh_copy(model)
     logs: list[str] = []
     fit_head(new, splits.retain, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
