@@ -201,8 +201,9 @@ def results_version(methods: dict[str, Any], variant: dict[str, Any], ag_n: int,
     """Cached rows are reused only for the same settings, method code and metrics."""
     from unlearn_ops.methods import neuron_perturbation as method
 
+    code = "".join(p.read_text() for p in sorted(Path(method.__file__).parent.glob("*.py")))  # the whole package
     blob = canonical_json({"methods": methods, "variant": variant, "ag_n": ag_n, "grid": grid,
-                           "metrics": METRICS_VERSION, "code": Path(method.__file__).read_text()})
+                           "metrics": METRICS_VERSION, "code": code})
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
