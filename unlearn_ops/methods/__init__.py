@@ -1,7 +1,8 @@
-"""The METHODS registry: one explicit dict, name → module with `Config` and `unlearn`.
+"""The METHODS registry: one explicit dict, name → module with `Config`, `unlearn`, `EXACT` and
+`REQUEST_KINDS` (the contract of `methods/base.py`).
 
-One name per method everywhere: file `methods/<name>.py`, key `<name>` here, section
-`unlearn.<name>` in params.yaml, page `docs/methods/<name>.md`.
+One name per method everywhere: module `methods/<name>.py` (or package `methods/<name>/`), key
+`<name>` here, section `unlearn.<name>` in params.yaml, page `docs/methods/<name>.md`.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ TEST_ONLY = frozenset({"noop"})
 
 
 def is_exact(name: str) -> bool:
-    """Whether `name` is exact unlearning (its module sets `EXACT = True`: retraining without the data)."""
-    return bool(getattr(get_method(name), "EXACT", False))
+    """Whether `name` is exact unlearning (its module's `EXACT`: retraining without the data)."""
+    return get_method(name).EXACT
 
 
 def get_method(name: str) -> ModuleType:

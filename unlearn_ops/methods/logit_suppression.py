@@ -21,6 +21,7 @@ output weights).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,10 @@ class Config:
     bias: float = 0.0          # value written into the forgotten classes' output biases; 0 = the
     # plain "zero the weights and bias" edit (the class logit becomes the constant 0)
     seed: int = 0              # unused (the edit is deterministic); kept for a uniform interface
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.bias):
+            raise ValueError(f"logit_suppression: bias must be a finite number, not {self.bias!r}")
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
