@@ -60,7 +60,7 @@ def build_settings(quick: bool) -> tuple[dict, GanTrainConfig, dict]:
     arch = {k: g[k] for k in ("z_dim", "g_width", "d_width", "d_dropout")}
     cfg = GanTrainConfig(epochs=g["epochs"], batch_size=g["batch_size"], lr_g=g["lr_g"], lr_d=g["lr_d"],
                          beta1=g["beta1"], device="cpu")
-    method = dict(params["unlearn"][NAME])
+    method = dict(params["unlearn"].get(NAME) or {})
     if quick:
         arch, cfg = {**arch, **QUICK_GAN}, replace(cfg, epochs=3)
         method["epochs"] = min(method.get("epochs", 20), 3)

@@ -338,7 +338,7 @@ def ints(text: str | None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv or [])
-    variant = dict(load_params()["unlearn"][NAME])
+    variant = dict(load_params()["unlearn"].get(NAME) or {})
     if args.quick:
         plan = {"digits": ([3], [0])}
         curve_classes: list[int] = [3]

@@ -219,7 +219,7 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
     while not any(a["passed"] for a in attempts) and len(attempts) < len(chain):
         method = chain[len(attempts)]
         print(f"[{model}] unlearning {info['count']} samples with `{method}` (attempt {len(attempts) + 1}/{len(chain)})")
-        a = unlearn_task(str(champion_dir), store_dir, forget["ids"], method, (params.get("unlearn") or {}).get(method, {}),
+        a = unlearn_task(str(champion_dir), store_dir, forget["ids"], method, ws.method_params(model, method),
                          device, str(work / f"attempt-{len(attempts)}-{method}"))
         a["passed"] = False
         if "error" not in a:
@@ -249,7 +249,7 @@ def process_model(ws: Workspace, ledger: Ledger, batch_id: str, model: str, info
                 "forget_set_dvc_md5": record["dvc_md5"], "method": final["method"],
                 "fallback_path": " -> ".join(a["method"] for a in attempts), "verdict": "pass" if passed else "fail"}
         candidate = register_task(final["model_dir"], model, batch_id, tags, flat,
-                                  (params.get("unlearn") or {}).get(final["method"], {}),
+                                  ws.method_params(model, final["method"]),
                                   list((final.get("reports") or {}).values()))
         # the certificate embeds the final attempt's plots, copied beside it
         figures = ws.certificates / batch_id

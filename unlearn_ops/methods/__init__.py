@@ -8,6 +8,7 @@ One name per method everywhere: module `methods/<name>.py` (or package `methods/
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -75,6 +76,15 @@ def get_method(name: str) -> ModuleType:
     return METHODS[name]
 
 
+def method_params(name: str, overrides: Mapping[str, Any] | None, build: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings `name` runs with on a model: for an exact method, the schedule of the model's
+    build section (its module's `schedule_from_build`; `build` None = none given, Config defaults),
+    then `overrides` (params.yaml `unlearn.<name>`) on top."""
+    module = get_method(name)
+    schedule = module.schedule_from_build(build) if module.EXACT and build is not None else {}
+    return {**schedule, **dict(overrides or {})}
+
+
 def run_method(name: str, model: nn.Module, splits: Splits, params: dict[str, Any] | None = None,
                device: str = "auto") -> UnlearnResult:
     """Build the method's Config from `params` (unknown keys rejected), run it, time it."""
@@ -87,4 +97,4 @@ def run_method(name: str, model: nn.Module, splits: Splits, params: dict[str, An
     return result
 
 
-__all__ = ["METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "run_method"]
+__all__ = ["METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "is_exact", "method_params", "run_method"]

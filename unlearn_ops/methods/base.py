@@ -74,6 +74,18 @@ def check_positive(cfg: Any, *names: str) -> None:
             raise ValueError(f"{method_of(cfg)}: {name} must be > 0, not {value!r}")
 
 
+def build_values(method: str, build: Mapping[str, Any], names: Mapping[str, str], part: str = "") -> dict[str, Any]:
+    """{Config field: build value} for `names` = {Config field: key in the build section (or in its
+    sub-section `part`)}. An exact method repeats the build's schedule, so a missing key is an error
+    (a Config default in its place would silently differ from what the build did)."""
+    section = (build.get(part) or {}) if part else build
+    missing = sorted(key for key in names.values() if key not in section)
+    if missing:
+        where = f"`{part}` of the model's build section" if part else "the model's build section"
+        raise ValueError(f"{method}: {where} lacks {missing}, which its schedule repeats")
+    return {field: section[key] for field, key in names.items()}
+
+
 def require_model(model: Any, cls: type, needs: str) -> None:
     """NotApplicable unless `model` is a `cls`; `needs` says what the method works on, e.g.
     "gan_retrain retrains a GAN container"."""
