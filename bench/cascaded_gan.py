@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import OUT_DIR, fmt, machine, md_table, write_results
+from bench.common import OUT_DIR, fmt, machine, md_table, method_settings, write_results
 from bench.references import base_model, spec_for, store
 from flows.params import load_params
 from unlearn_ops.data.splits import Part, Splits
@@ -60,7 +60,7 @@ def build_settings(quick: bool) -> tuple[dict, GanTrainConfig, dict]:
     arch = {k: g[k] for k in ("z_dim", "g_width", "d_width", "d_dropout")}
     cfg = GanTrainConfig(epochs=g["epochs"], batch_size=g["batch_size"], lr_g=g["lr_g"], lr_d=g["lr_d"],
                          beta1=g["beta1"], device="cpu")
-    method = dict(params["unlearn"].get(NAME) or {})
+    method = method_settings(NAME, params["unlearn"])
     if quick:
         arch, cfg = {**arch, **QUICK_GAN}, replace(cfg, epochs=3)
         method["epochs"] = min(method.get("epochs", 20), 3)

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, require_same, write_results
+from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, method_settings, require_same, write_results
 from flows.params import load_params
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.splits import Part, Splits
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--quick numbers mean nothing: pass --out-dir (the published results stay as they are)")
     out_dir = Path(args.out_dir) if args.out_dir else OUT_DIR
     img_dir = out_dir if args.quick else IMG_DIR
-    base = dict(load_params()["unlearn"].get(NAME) or {})
+    base = method_settings(NAME, load_params()["unlearn"])
     ds = "digits" if args.quick else "fmnist"
     classes, seeds = ([3], [0]) if args.quick else (ints(args.classes), ints(args.seeds))
     ab_classes, ab_seeds = ([3], [0]) if args.quick else (ints(args.ablation_classes), ints(args.ablation_seeds))

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, md_table, mean_std, write_results
+from bench.common import OUT_DIR, fmt, md_table, mean_std, method_settings, write_results
 from flows.params import load_params
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
@@ -338,7 +338,7 @@ def ints(text: str | None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv or [])
-    variant = dict(load_params()["unlearn"].get(NAME) or {})
+    variant = method_settings(NAME, load_params()["unlearn"])
     if args.quick:
         plan = {"digits": ([3], [0])}
         curve_classes: list[int] = [3]

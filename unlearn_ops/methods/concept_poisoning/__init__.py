@@ -16,8 +16,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
@@ -30,7 +32,7 @@ from unlearn_ops.methods.concept_poisoning.poisons import (
     poison_sources,
     retained_sources,
 )
-from unlearn_ops.methods.concept_poisoning.text import unlearn_text
+from unlearn_ops.methods.concept_poisoning.text import TEXT_POISON_MODES, unlearn_text
 from unlearn_ops.training import OPTIMIZERS
 from unlearn_ops.utils import resolve_device
 from unlearn_ops.verify.report import image_png, patch_grid
@@ -106,20 +108,34 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
     """Images (a classifier with `embed`/`head`) or text (`TextClassifier`): see the module doc."""
     from unlearn_ops.models.text import TextClassifier
 
-    if isinstance(model, TextClassifier):
-        return unlearn_text(model, splits, cfg, device)
+    is_text = isinstance(model, TextClassifier)
+    _check_applies(model, cfg, is_text)
+    dev = resolve_device(device)
+    new = fresh_copy(model).to(dev).eval()
+    rng = np.random.default_rng(cfg.seed)  # donor images, random labels, positions and masks
+    targets, gone = splits.forget_classes, set(splits.removed_classes)  # donors: classes the model keeps
+    details, logs = (unlearn_text if is_text else unlearn_images)(new, splits, cfg, dev, rng, targets, gone)
+    return UnlearnResult(new, "concept_poisoning", details=details, log=logs)
+
+
+def _check_applies(model: nn.Module, cfg: Config, is_text: bool) -> None:
+    if is_text:
+        if cfg.poison not in TEXT_POISON_MODES:
+            raise NotApplicable(f"concept_poisoning: poison={cfg.poison!r} is an image mode; text uses "
+                                f"{TEXT_POISON_MODES}")
+        return
     if not isinstance(getattr(model, "head", None), nn.Linear):
         raise NotApplicable(f"concept_poisoning needs a classifier with `embed` and a Linear `head`, "
                             f"not {type(model).__name__}")
     if cfg.trainable == "last":
         raise NotApplicable("concept_poisoning: trainable=last is for text models; images use head or all")
-    dev = resolve_device(device)
-    new = fresh_copy(model).to(dev).eval()
+
+
+def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.device, rng: np.random.Generator,
+                   targets: list[int], gone: set[int]) -> tuple[dict[str, Any], list[str]]:
+    """The image method, in place on `new`. Returns the details and the log."""
     logs: list[str] = []
     timings: dict[str, float] = {}
-    rng = np.random.default_rng(cfg.seed)
-    targets, gone = splits.forget_classes, set(splits.removed_classes)  # donors: classes the model keeps
-
     start = time.perf_counter()
     analysis = analysis_part(splits, cfg.analysis_per_class, cfg.seed)
     bank, scores = PrototypeBank.fit(new, analysis.x, n_concepts=cfg.n_concepts, n_points=cfg.kmeans_points,
@@ -155,7 +171,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
     donors = ", ".join(f"{t}→{d['donor']} ({d['rule']}, {d['target_concept']}/{d['donor_concept']})"
                        for t, d in details["donors"].items())
     logs.insert(0, f"concepts: {len(bank.names)} prototypes of {bank.layer}; donors {donors}; grid {grid_path}")
-    return UnlearnResult(new, "concept_poisoning", details=details, log=logs)
+    return details, logs
 
 
 __all__ = ["EXACT", "IMPORTANCE", "LABEL_MODES", "POISON_MODES", "REQUEST_KINDS", "TRAINABLE", "Config", "unlearn"]

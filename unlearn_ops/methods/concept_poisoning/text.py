@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from unlearn_ops.data.splits import Part, Splits
-from unlearn_ops.methods.base import NotApplicable, UnlearnResult, fresh_copy
 from unlearn_ops.methods.concept_poisoning.banks import PhraseBank, embed, frequent_words
 from unlearn_ops.methods.concept_poisoning.pcbm import ConceptReport, analysis_part, infer_concepts
 from unlearn_ops.methods.concept_poisoning.poisons import finetune, poison_labels, poison_sources, retained_sources
-from unlearn_ops.utils import resolve_device
 
 if TYPE_CHECKING:
     from unlearn_ops.methods.concept_poisoning import Config
@@ -87,19 +85,14 @@ def text_poison_inputs(model: nn.Module, forget: Part, report: ConceptReport, na
                        model.pad_id, extra)
 
 
-def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    """Text variant: Parts hold strings (or token IDs); the model is a `TextClassifier`."""
+def unlearn_text(new: nn.Module, splits: Splits, cfg: Config, dev: torch.device, rng: np.random.Generator,
+                 targets: list[int], gone: set[int]) -> tuple[dict[str, Any], list[str]]:
+    """The text variant, in place on `new` (a `TextClassifier`; Parts hold strings or token IDs).
+    Returns the details and the log."""
     from unlearn_ops.models.text import tokenized_part
 
-    dev = resolve_device(device)
-    new = fresh_copy(model).to(dev).eval()
     logs: list[str] = []
     timings: dict[str, float] = {}
-    rng = np.random.default_rng(cfg.seed)
-    targets, gone = splits.forget_classes, set(splits.removed_classes)  # donors: classes the model keeps
-
-    if cfg.poison not in TEXT_POISON_MODES:
-        raise NotApplicable(f"concept_poisoning: poison={cfg.poison!r} is an image mode; text uses {TEXT_POISON_MODES}")
     start = time.perf_counter()
     analysis_text = analysis_part(splits, cfg.analysis_per_class, cfg.seed)
     if not isinstance(analysis_text.x, np.ndarray) and not cfg.text_concepts:
@@ -133,5 +126,5 @@ def unlearn_text(model: nn.Module, splits: Splits, cfg: Config, device: str = "a
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     donors = ", ".join(f"{t}→{d['donor']} ({d['rule']})" for t, d in details["donors"].items())
     logs.insert(0, f"text concepts: {len(bank.names)} phrases; donors {donors}; {n_masked} tokens masked")
-    return UnlearnResult(new, "concept_poisoning", details=details, log=logs)
+    return details, logs
 
