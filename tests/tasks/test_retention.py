@@ -33,7 +33,7 @@ def register(tiny_model, tiny_spec, tmp_path: Path, n: int) -> list[str]:
         d = save_model(tiny_model, tiny_spec, tmp_path / f"m{i}")
         (tmp_path / f"w{i}.safetensors").write_bytes((d / "model.safetensors").read_bytes())
         (tmp_path / f"r{i}.png").write_bytes(b"\x89PNG report")
-        versions.append(log_and_register(d, name=NAME, experiment="t", run_name=f"v{i}",
+        versions.append(log_and_register(d, name=NAME, family="classifier", experiment="t", run_name=f"v{i}",
                                          tags={"weights_sha256": f"w{i}"},
                                          artifacts=[tmp_path / f"w{i}.safetensors", tmp_path / f"r{i}.png"]))
     return versions

