@@ -83,12 +83,17 @@ def check(metrics: Mapping[str, float], cfg: Mapping[str, Mapping[str, float]]) 
     results = []
     for metric, bounds in cfg.items():
         _check_bounds(metric, bounds)
-        raw = metrics.get(metric)
-        value = None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else float(raw)
+        value = _value(metrics, metric)
         lo, hi = bounds.get("min"), bounds.get("max")
         ok = value is not None and (lo is None or value >= lo) and (hi is None or value <= hi)
         results.append(GateResult(metric, value, lo, hi, ok))
     return Verdict(all(r.passed for r in results), tuple(results))
+
+
+def _value(metrics: Mapping[str, float], metric: str) -> float | None:
+    """The metric's value; None when it is missing or NaN (which no gate lets pass)."""
+    raw = metrics.get(metric)
+    return None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else float(raw)
 
 
 def _check_bounds(metric: str, bounds: Mapping[str, float]) -> None:
@@ -156,9 +161,7 @@ def power(metrics: Mapping[str, float], cfg: Mapping[str, Mapping[str, float]]) 
         _check_bounds(metric, bounds)
         if "power_margin" not in bounds:
             continue
-        raw = metrics.get(metric)
-        value = None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else float(raw)
-        hit, line = _margin_line(metric, value, bounds)
+        hit, line = _margin_line(metric, _value(metrics, metric), bounds)
         rejected |= hit
         lines.append(line)
     return Power(rejected, tuple(lines)) if lines else None
