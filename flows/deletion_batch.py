@@ -73,13 +73,14 @@ def run_chain(ws: Workspace, steps: Progress, work: ModelWork) -> list[Attempt]:
                                                       work.kinds, family, gates, settings), PowerCheck)
 
     while not any(a.passed for a in attempts) and len(attempts) < len(chain):
-        method = chain[len(attempts)]
+        step = chain[len(attempts)]
+        method = step.method
         attempt = cannot_pass(method, store_dir, forget.ids, forget.item_ids, work.classes, work.kinds, gates, power)
         if attempt is None:
             print(f"[{work.model}] unlearning {work.count} samples with `{method}` "
                   f"(attempt {len(attempts) + 1}/{len(chain)})")
             attempt = unlearn_task(champion, store_dir, forget.ids, family, method,
-                                   ws.method_params(work.model, method), batch.get("device", "auto"),
+                                   ws.method_params(work.model, method, step.settings), batch.get("device", "auto"),
                                    str(work.attempt_dir(len(attempts), method)))
         if attempt.model_dir is not None:
             attempt = attempt.judged(verify_task(champion, attempt.model_dir, store_dir, forget.ids, work.classes,
@@ -104,7 +105,8 @@ def register_candidate(ws: Workspace, steps: Progress, work: ModelWork, forget_s
             "fallback_path": " -> ".join(a.method for a in attempts), "verdict": "pass" if final.passed else "fail"}
     metrics = {f"{g}.{m}": v for g, ms in (final.metrics or {}).items() for m, v in ms.items() if v is not None}
     return register_candidate_task(final.model_dir, work.model, ws.family(work.model), steps.batch_id, tags, metrics,
-                                   ws.method_params(work.model, final.method), list(final.reports.values()))
+                                   final.settings or ws.method_params(work.model, final.method),
+                                   list(final.reports.values()))
 
 
 def promote(steps: Progress, work: ModelWork, attempts: list[Attempt], candidate: str) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Self, TypeVar
 
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Ledger
-from unlearn_ops.methods import is_exact
+from unlearn_ops.methods import get_method, is_exact
+from unlearn_ops.methods.base import make_config
 from unlearn_ops.verify.production import Verification
 
 KIND_PRIORITY = ("class", "concept", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
@@ -136,6 +137,7 @@ class Attempt(Record):
     metrics: dict[str, dict[str, float]] | None = None
     gates: dict[str, dict[str, Any]] | None = None
     reports: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] | None = None   # what the method ran with (None: it did not run)
 
     @property
     def passed(self) -> bool:
@@ -162,7 +164,7 @@ class Attempt(Record):
 
     def certified(self) -> dict[str, Any]:
         """What the certificate shows of it."""
-        keep = ("method", "status", "passed", "seconds", "reason", "traceback", "metrics", "gates")
+        keep = ("method", "status", "passed", "seconds", "settings", "reason", "traceback", "metrics", "gates")
         return {k: v for k, v in self.to_dict().items() if k in keep}
 
 
@@ -271,13 +273,42 @@ def batch_lock(ws: Workspace, batch_id: str) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[str]:
-    """The policy's methods for the batch's strongest request kind; the last must be exact."""
+@dataclass(frozen=True)
+class Step(Record):
+    """One entry of a policy chain: a method and the settings this entry adds to `unlearn.<method>`."""
+
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def chain_step(entry: Any, where: str) -> Step:
+    """A policy chain entry: a method's name, or `{method: NAME, with: {SETTING: VALUE, ...}}` for a
+    method run with settings of its own in this chain only (the method keeps its one name; its
+    `unlearn.<name>` section, shared by every chain and benchmark, stays as it is)."""
+    if isinstance(entry, str):
+        get_method(entry)  # unknown → KeyError naming the registered ones
+        return Step(entry)
+    if not isinstance(entry, dict) or set(entry) - {"method", "with"} or not isinstance(entry.get("method"), str):
+        raise ValueError(f"{where}: a chain entry is a method name or {{method: NAME, with: {{SETTINGS}}}}, "
+                         f"not {entry!r}")
+    settings = entry.get("with") or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where}: `with` of `{entry['method']}` must map settings to values, not {settings!r}")
+    get_method(entry["method"])
+    return Step(entry["method"], dict(settings))
+
+
+def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[Step]:
+    """The policy's chain for the batch's strongest request kind, every entry's settings checked by
+    its method's Config (unknown or invalid settings: ValueError); the last must be exact."""
     kind = next(k for k in KIND_PRIORITY if k in kinds)
-    chain = list(ws.params["policy"][model][kind])
-    if not chain or not is_exact(chain[-1]):
-        raise ValueError(f"policy.{model}.{kind} must end with an exact method such as `retrain` "
-                         f"(exact unlearning is the last resort): {chain}")
+    where = f"policy.{model}.{kind}"
+    chain = [chain_step(e, where) for e in ws.params["policy"][model][kind]]
+    for step in chain:
+        make_config(get_method(step.method).Config, ws.method_params(model, step.method, step.settings))
+    if not chain or not is_exact(chain[-1].method):
+        raise ValueError(f"{where} must end with an exact method such as `retrain` "
+                         f"(exact unlearning is the last resort): {[s.method for s in chain]}")
     return chain
 
 

@@ -51,6 +51,8 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
         for a in m["attempts"]:
             lines += [f"### Attempt `{a['method']}` — {ATTEMPT_VERDICTS.get(a.get('status'), 'FAIL')} "
                       f"({a.get('seconds', 0):.1f} s)", ""]
+            if a.get("settings"):
+                lines += ["Settings: " + ", ".join(f"`{k}: {v}`" for k, v in sorted(a["settings"].items())), ""]
             if a.get("status") == "not_applicable":
                 lines += [f"Does not apply: {a.get('reason')}", ""]
             elif a.get("status") == "skipped":
