@@ -74,7 +74,7 @@ def mode() -> dict[str, str]:
     team = stack_dir() / "env"
     from_file = read_env_file(team) if team.is_file() else {}
     api = os.environ.get("PREFECT_API_URL", "")
-    source = ("var/stack/env" if api and from_file.get("PREFECT_API_URL") == api else
+    source = (str(team) if api and from_file.get("PREFECT_API_URL") == api else
               "environment" if api else "defaults")
     return {"mode": "team" if api else "embedded", "prefect_api": api or "temporary server per command",
             "prefect_ui": os.environ.get("PREFECT_UI_URL", api.removesuffix("/api")) if api else "",
