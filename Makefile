@@ -29,7 +29,7 @@ export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 
 .PHONY: help setup system-packages data demo demo-gan demo-llm demo-text build build-gan build-llm build-text test bench ui \
-        up down ps lint lock clean
+        up down ps deploy lint lock clean
 # Debian packages behind team mode (`make up`: PostgreSQL) and the UI test (headless Chromium).
 SYSTEM_PACKAGES := postgresql chromium
 
@@ -104,8 +104,11 @@ down:  ## stop what `make up` started (by PID file; the data stays in var/stack)
 ps:  ## the state of each part of `make up`
 	@$(PY) -m stack ps
 
+deploy:  ## re-apply the deployments (after changing params.yaml `batch.schedule_*` or adding a flow)
+	@$(PY) -m stack deploy
+
 lint:  ## ruff
-	$(VENV)/bin/ruff check unlearn_ops tasks flows tests bench
+	$(VENV)/bin/ruff check unlearn_ops tasks flows tests bench stack
 
 lock:  ## re-pin requirements.lock from requirements.txt
 	python3 -m venv /tmp/unlearn-lock && /tmp/unlearn-lock/bin/pip install -q -r requirements.txt $(PIP_QUIET)

@@ -1,4 +1,4 @@
-"""`python -m stack up|down|ps` (what `make up`, `make down` and `make ps` call)."""
+"""`python -m stack up|down|ps|deploy` (what `make up`, `make down`, `make ps` and `make deploy` call)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from stack.config import SETTINGS, StackConfig, StackError
-from stack.control import down, parts, timed_up
+from stack.control import deploy, down, parts, timed_up
 from tasks.env import stack_dir
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
                                      epilog="settings: " + "; ".join(f"{k} ({v[0] or 'unset'}): {v[1]}"
                                                                      for k, v in SETTINGS.items()))
-    parser.add_argument("command", choices=["up", "down", "ps"])
+    parser.add_argument("command", choices=["up", "down", "ps", "deploy"])
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
             stopped = down(_recorded_or_env())
             print(("stopped " + ", ".join(stopped) if stopped else "nothing was running")
                   + f"; data kept in {stack_dir()}")
+        elif args.command == "deploy":
+            cfg = _recorded_or_env()
+            deploy(cfg)
+            print(f"deployments applied to {cfg.prefect_ui}")
         else:
             cfg = _recorded_or_env()
             print(f"{'part':<10} {'state':<9} {'pid':>7}  {'health':<8} where")

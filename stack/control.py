@@ -1,4 +1,4 @@
-"""`make up` / `make down` / `make ps`: start, stop and show the team stack.
+"""`make up` / `make down` / `make ps` / `make deploy`: start, stop, show and (re)deploy the team stack.
 
     PostgreSQL (own cluster, or UNLEARN_STACK_DATABASE_URL) → databases `prefect` and `mlflow`
     → Prefect server and MLflow server (in parallel) → work pool, limits, deployments
@@ -35,9 +35,7 @@ def _check_port(port: int, setting: str) -> None:
         raise StackError(f"port {port} ({setting}) is in use by another program: stop it or choose another port")
 
 
-def _start_service(cfg: StackConfig, service: Service, setting: str, port: int | None) -> int:
-    if port is not None:
-        _check_port(port, setting)
+def _start_service(cfg: StackConfig, service: Service) -> int:
     return proc.spawn(cfg.run_dir, cfg.log_dir, service.name, service.argv, service.env, cwd=cfg.home)
 
 
@@ -54,7 +52,6 @@ def _postgres_up(cfg: StackConfig) -> bool:
     started = False
     if proc.process(cfg.run_dir, "postgres") is None:
         postgres.init(cfg)
-        _check_port(cfg.pg_port, "UNLEARN_STACK_PG_PORT")
         pid = postgres.start(cfg)
         proc.record(cfg.run_dir, "postgres", pid, ["postgres", "-p", str(cfg.pg_port)])
         started = True
@@ -62,7 +59,9 @@ def _postgres_up(cfg: StackConfig) -> bool:
     return started
 
 
-def _deploy(cfg: StackConfig) -> None:
+def deploy(cfg: StackConfig) -> None:
+    """(Re)create the work pool, limits, automation and deployments (`make deploy` after editing
+    params.yaml's schedule or adding a flow)."""
     out = subprocess.run([cfg.python, "-m", "stack.deploy", str(cfg.home)], cwd=CODE_ROOT, capture_output=True,
                          text=True, env=proc.env_with({**cfg.client_env(), "PYTHONPATH": str(CODE_ROOT),
                                                        "UNLEARN_PROJECT_DIR": str(cfg.project_dir)}))
@@ -73,33 +72,55 @@ def _deploy(cfg: StackConfig) -> None:
                          f"(whole output: {cfg.log_dir / 'deploy.log'})")
 
 
+def _check_ports(cfg: StackConfig) -> None:
+    """Before anything starts: the port of every part that is not running must be free."""
+    ports = [("prefect", cfg.prefect_port, "UNLEARN_STACK_PREFECT_PORT"),
+             ("mlflow", cfg.mlflow_port, "UNLEARN_STACK_MLFLOW_PORT")]
+    if cfg.own_postgres:
+        ports.insert(0, ("postgres", cfg.pg_port, "UNLEARN_STACK_PG_PORT"))
+    for name, port, setting in ports:
+        if proc.process(cfg.run_dir, name) is None:
+            _check_port(port, setting)
+
+
+def _servers_up(cfg: StackConfig) -> set[str]:
+    """Start the Prefect and MLflow servers that are not running (in parallel), wait for both."""
+    services = [(prefect_server(cfg), lambda: prefect_ok(cfg), "Prefect server"),
+                (mlflow_server(cfg), lambda: proc.http_ok(cfg.mlflow_url + "/health"), "MLflow server")]
+    started = set()
+    for service, _, _ in services:
+        if proc.process(cfg.run_dir, service.name) is None:
+            _start_service(cfg, service)
+            started.add(service.name)
+    for service, ok, what in services:
+        _wait(cfg, service.name, ok, what)
+    return started
+
+
+def _workers_up(cfg: StackConfig) -> int:
+    wanted = [worker(cfg, i) for i in range(1, cfg.workers + 1)]
+    missing = [w for w in wanted if proc.process(cfg.run_dir, w.name) is None]
+    for w in missing:
+        _start_service(cfg, w)
+    for i, w in enumerate(wanted, 1):
+        _wait(cfg, w.name, lambda i=i: worker_name(i) in online_workers(cfg), f"worker {worker_name(i)}")
+    return len(missing)
+
+
 def up(cfg: StackConfig) -> tuple[StackConfig, bool]:
     """Start whatever is not running; returns (the configuration in use, whether anything started)."""
     previous = StackConfig.load(cfg.home)
     if previous is not None and any(proc.process(previous.run_dir, n) for n in proc.recorded(previous.run_dir)):
         cfg = previous  # parts are running: keep their ports (`make down` first to change them)
     cfg.save()
-    started = _postgres_up(cfg)
-    services = [(prefect_server(cfg), "UNLEARN_STACK_PREFECT_PORT", cfg.prefect_port, lambda: prefect_ok(cfg),
-                 "Prefect server"),
-                (mlflow_server(cfg), "UNLEARN_STACK_MLFLOW_PORT", cfg.mlflow_port,
-                 lambda: proc.http_ok(cfg.mlflow_url + "/health"), "MLflow server")]
-    for service, setting, port, _, _ in services:
-        if proc.process(cfg.run_dir, service.name) is None:
-            _start_service(cfg, service, setting, port)
-            started = True
-    for service, _, _, ok, what in services:  # both start in parallel; wait for each
-        _wait(cfg, service.name, ok, what)
-    wanted = [worker(cfg, i) for i in range(1, cfg.workers + 1)]
-    missing = [w for w in wanted if proc.process(cfg.run_dir, w.name) is None]
-    if started or missing or not cfg.env_file.is_file():
-        _deploy(cfg)
-    for w in missing:
-        _start_service(cfg, w, "", None)
-    for i, w in enumerate(wanted, 1):
-        _wait(cfg, w.name, lambda i=i: worker_name(i) in online_workers(cfg), f"worker {worker_name(i)}")
+    _check_ports(cfg)
+    pg_started = _postgres_up(cfg)
+    servers = _servers_up(cfg)
+    if "prefect" in servers or not cfg.env_file.is_file():
+        deploy(cfg)  # a restarted server keeps its database: only a fresh start needs this
+    workers = _workers_up(cfg)
     write_private(cfg.env_file, "".join(f"{k}={v}\n" for k, v in cfg.client_env().items()))
-    return cfg, started or bool(missing)
+    return cfg, bool(pg_started or servers or workers)
 
 
 def down(cfg: StackConfig) -> list[str]:

@@ -62,6 +62,7 @@ def worker_env(cfg: StackConfig, name: str) -> dict[str, str]:
         "PREFECT_WORKER_QUERY_SECONDS": "2",  # pick up a new run within ~2 s (the default polls every 10 s)
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         "PREFECT_RUNNER_AUTO_INSTALL_DEPENDENCIES": "false",  # never install packages at run time
+        "PREFECT_LOGGING_LEVEL": "INFO",  # the worker log names each run it takes
     })
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     return env
