@@ -45,6 +45,16 @@ def _as_owner(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv]
 
 
+def _check_reachable(path: Path) -> None:
+    """As root the cluster belongs to `postgres`, which must be able to enter every parent folder."""
+    if os.geteuid() != 0:
+        return
+    for parent in path.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            raise StackError(f"the `postgres` user cannot enter {parent} (a private folder), so it cannot run the "
+                             f"cluster in {path}: set UNLEARN_STACK_DIR to a folder under a world-enterable one")
+
+
 def _chown_to_owner(path: Path) -> None:
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
@@ -69,6 +79,7 @@ def init(cfg: StackConfig) -> bool:
     if (data / "PG_VERSION").is_file():
         return False
     cfg.pg_dir.mkdir(parents=True, exist_ok=True)
+    _check_reachable(cfg.pg_dir)
     password = secrets.token_urlsafe(24)
     write_private(cfg.pg_dir / "password", password + "\n")
     pwfile = cfg.pg_dir / "initdb.pw"

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,8 +162,10 @@ def team_project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, team_project) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("stack")
+def stack(team_project) -> Iterator[Stack]:
+    # not under pytest's private temp folder: as root, PostgreSQL runs as `postgres`, which must enter it
+    home = Path(tempfile.mkdtemp(prefix="unlearn-stack-"))
+    home.chmod(0o755)
     ports = {"pg": free_port(), "prefect": free_port(), "mlflow": free_port()}
     env = stack_env(home, team_project, ports)
     started = time.perf_counter()
@@ -177,6 +181,7 @@ def stack(tmp_path_factory, team_project) -> Iterator[Stack]:
     alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"`stack down` left processes running: {alive}"
     assert not proc.recorded(cfg.run_dir) and not cfg.env_file.exists()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
