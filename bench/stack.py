@@ -215,8 +215,10 @@ def markdown(p: dict[str, Any]) -> str:
              "",
              "## What one flow run costs: warm server vs a temporary one",
              "",
-             f"The same `deletion_batch(requests=[])` call (nothing to do) in a fresh process, {p['repeats']} times "
-             "each; *orchestration* is the process time minus a process that only imports the flow module.",
+             "The same `deletion_batch(requests=[])` call (nothing to do) in a fresh process, "
+             + ("once" if p["repeats"] == 1 else f"{p['repeats']} times") + " each (mean ± std); *orchestration* is "
+             "the process time minus a process that only imports the flow module. The temporary server is what "
+             "every command starts in embedded mode; the warm one is `make up`'s.",
              "",
              md_table(["", "process (s)", "orchestration (s)"],
                       [[k, fmt(v, 2), "-" if k == "import only" else

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 from stack import postgres, proc
 from stack.config import CODE_ROOT, StackConfig, StackError, port_is_free, write_private
-from stack.services import Service, mlflow_server, online_workers, prefect_ok, prefect_server, worker, worker_name
+from stack.services import (
+    Service,
+    mlflow_ok,
+    mlflow_server,
+    online_workers,
+    prefect_ok,
+    prefect_server,
+    worker,
+    worker_name,
+)
 
 START_TIMEOUT_S = 180  # a first start migrates both databases; on 2 busy cores that takes a while
 
@@ -86,7 +95,7 @@ def _check_ports(cfg: StackConfig) -> None:
 def _servers_up(cfg: StackConfig) -> set[str]:
     """Start the Prefect and MLflow servers that are not running (in parallel), wait for both."""
     services = [(prefect_server(cfg), lambda: prefect_ok(cfg), "Prefect server"),
-                (mlflow_server(cfg), lambda: proc.http_ok(cfg.mlflow_url + "/health"), "MLflow server")]
+                (mlflow_server(cfg), lambda: mlflow_ok(cfg), "MLflow server")]
     started = set()
     for service, _, _ in services:
         if proc.process(cfg.run_dir, service.name) is None:
@@ -134,8 +143,7 @@ def down(cfg: StackConfig) -> list[str]:
                 stopped.append(name)
             proc.stop(cfg.run_dir, name)
     if "postgres" in names:
-        pid = proc.process(cfg.run_dir, "postgres")
-        if pid is not None:
+        if proc.process(cfg.run_dir, "postgres") is not None:
             postgres.stop(cfg)
             stopped.append("postgres")
             proc.wait_until(lambda: proc.process(cfg.run_dir, "postgres") is None, "PostgreSQL shutdown", 60)
@@ -161,7 +169,7 @@ def parts(cfg: StackConfig) -> list[Part]:
         out.append(Part("postgres", "external", None, "ok" if postgres.healthy(cfg) else "failing",
                         cfg.database_url.split("@")[-1]))
     for name, ok, url in (("prefect", prefect_ok(cfg), cfg.prefect_ui),
-                          ("mlflow", proc.http_ok(cfg.mlflow_url + "/health"), cfg.mlflow_url)):
+                          ("mlflow", mlflow_ok(cfg), cfg.mlflow_url)):
         s, pid = state(name)
         out.append(Part(name, s, pid, "ok" if ok else ("failing" if s == "running" else "-"), url))
     online = online_workers(cfg) if out[1].health == "ok" else set()

@@ -139,6 +139,8 @@ def healthy(cfg: StackConfig) -> bool:
 
 def ensure_databases(cfg: StackConfig) -> None:
     """The `prefect` and `mlflow` databases exist (created when missing)."""
+    import psycopg2
+
     setting = "UNLEARN_STACK_DATABASE_URL" if cfg.database_url else "the project's PostgreSQL (var/stack/pg)"
     conn = _connect(cfg.server_url(), setting)
     conn.autocommit = True
@@ -149,7 +151,7 @@ def ensure_databases(cfg: StackConfig) -> None:
             for name in DATABASES:
                 if name not in present:
                     cur.execute(f'CREATE DATABASE "{name}"')
-    except Exception as e:
-        raise StackError(f"{setting}: cannot create the databases {DATABASES}: {e}") from None
+    except psycopg2.Error as e:  # e.g. a given server whose user may not create databases
+        raise StackError(f"{setting}: cannot create the databases {DATABASES}: {str(e).strip()}") from None
     finally:
         conn.close()
