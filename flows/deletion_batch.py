@@ -2,7 +2,8 @@
 
     intake (inbox files + UI parameter) → claim a batch (ledger) → extract the forget set (record + DVC)
     → per model: run_chain (unlearn with the policy's methods, verify each against the gates,
-      until one passes; the chain ends in an exact method) → register_candidate (MLflow `candidate`)
+      until one passes; the chain ends in an exact method, which passes on its privacy gates: a
+      failed utility gate is a regression it is promoted with, flagged, never a dropped request) → register_candidate (MLflow `candidate`)
       → promote (`champion`, only when the gates pass) → apply_and_certify (purge the forget set
       from the active store, new DVC version; the model's certificate section)
     → certificate + audit-log entry
@@ -34,6 +35,7 @@ from tasks.batch import (
     chain_for,
     claim_or_resume,
     final_attempt,
+    regression_note,
 )
 from tasks.certificate import copy_figures, issue_certificate, summary_table
 from tasks.forget_set import apply_deletion_task, extract_task, relative
@@ -93,6 +95,8 @@ def register_candidate(ws: Workspace, steps: Progress, work: ModelWork, forget_s
             "request_ids": ",".join(work.request_ids)[:4000], "forget_set_sha256": work.sha256,
             "forget_set_dvc_md5": forget_set.dvc_md5, "method": final.method,
             "fallback_path": " -> ".join(a.method for a in attempts), "verdict": "pass" if final.passed else "fail"}
+    if final.passed and final.regressions:  # an exact model failed a utility gate: promoted, flagged
+        tags["utility_regression"] = ", ".join(final.regressions)
     metrics = {f"{g}.{m}": v for g, ms in (final.metrics or {}).items() for m, v in ms.items() if v is not None}
     return register_candidate_task(final.model_dir, work.model, ws.family(work.model), steps.batch_id, tags, metrics,
                                    ws.method_params(work.model, final.method), list(final.reports.values()))
@@ -109,7 +113,7 @@ def promote(steps: Progress, work: ModelWork, attempts: list[Attempt], candidate
 def apply_and_certify(ws: Workspace, steps: Progress, work: ModelWork, forget_set: ForgetSet, champion_before: str,
                       attempts: list[Attempt], candidate: str | None) -> ModelReport:
     """Passed: purge the forget set from the active store (new DVC version) and mark the requests
-    registered. Failed: mark them failed, champion and data untouched. Either way the model's
+    registered (an exact model that failed a utility gate says so in the ledger). Failed: mark them failed, champion and data untouched. Either way the model's
     section of the certificate."""
     final = final_attempt(attempts)
     report = ModelReport(model=work.model, forget_set={"count": work.count, "sha256": work.sha256,
@@ -129,10 +133,10 @@ def apply_and_certify(ws: Workspace, steps: Progress, work: ModelWork, forget_se
         return Deletion(done["purged"], versions[done["record"]], versions[done["store"]])
 
     deleted = steps.once("applied", purge, Deletion)
-    advance(steps.ledger, work.ledger_ids, "registered", None, steps.batch_id,
+    advance(steps.ledger, work.ledger_ids, "registered", regression_note(final.regressions), steps.batch_id,
             {"version": candidate, "data_dvc_md5": deleted.data_dvc_md5})
     return replace(report, champion_after=candidate, outcome="registered", data_dvc_md5=deleted.data_dvc_md5,
-                   record_dvc_md5=deleted.record_dvc_md5)
+                   record_dvc_md5=deleted.record_dvc_md5, regressions=final.regressions)
 
 
 def forget_in_model(ws: Workspace, steps: Progress, forget_set: ForgetSet, work: ModelWork) -> ModelReport:

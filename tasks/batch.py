@@ -110,6 +110,7 @@ class Attempt(Record):
     metrics: dict[str, dict[str, float]] | None = None
     gates: dict[str, dict[str, Any]] | None = None
     reports: dict[str, str] = field(default_factory=dict)
+    regressions: list[str] = field(default_factory=list)  # utility gates an exact method passed with
 
     @property
     def passed(self) -> bool:
@@ -119,8 +120,10 @@ class Attempt(Record):
         return {**asdict(self), "passed": self.passed}
 
     def judged(self, v: Verification) -> Attempt:
+        regressions = [r for g in v.gates.values() for r in g.get("regressions", [])]
         return replace(self, status=PASSED if v.passed else FAILED, metrics=jsonable(v.metrics),
-                       gates=jsonable(v.gates), reports={k: str(p) for k, p in v.reports.items()})
+                       gates=jsonable(v.gates), reports={k: str(p) for k, p in v.reports.items()},
+                       regressions=regressions)
 
     def why_not(self) -> str:
         """What stopped it: the failed gates, or the reason it produced no model."""
@@ -131,12 +134,20 @@ class Attempt(Record):
             return "FAIL " + "; ".join(f"{k}: {', '.join(g['failed'])}" for k, g in (self.gates or {}).items()
                                        if not g["passed"])
         words = {PASSED: "PASS", NOT_APPLICABLE: "NOT APPLICABLE", ERROR: "ERROR"}[self.status]
+        if self.regressions:
+            words += " with utility regression: " + ", ".join(self.regressions)
         return words + (f" ({self.reason})" if self.reason else "")
 
     def certified(self) -> dict[str, Any]:
         """What the certificate shows of it."""
-        keep = ("method", "status", "passed", "seconds", "reason", "traceback", "metrics", "gates")
+        keep = ("method", "status", "passed", "seconds", "reason", "traceback", "metrics", "gates", "regressions")
         return {k: v for k, v in self.to_dict().items() if k in keep}
+
+
+def regression_note(regressions: list[str]) -> str | None:
+    """What the ledger, the registry tag and the certificate say of an exact model promoted with
+    failed utility gates, e.g. `promoted with utility regression: retain_rougeL_drop 0.093 > 0.02`."""
+    return "promoted with utility regression: " + ", ".join(regressions) if regressions else None
 
 
 def final_attempt(attempts: list[Attempt]) -> Attempt:
@@ -167,6 +178,7 @@ class ModelReport(Record):
     reports: dict[str, str] = field(default_factory=dict)   # PNG name → path beside the certificate
     data_dvc_md5: str | None = None
     record_dvc_md5: str | None = None
+    regressions: list[str] = field(default_factory=list)    # utility gates the promoted exact model failed
 
 
 # ------------------------------------------------------------------------------ progress

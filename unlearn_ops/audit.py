@@ -36,6 +36,9 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                   f"registered candidate: v{m.get('candidate') or '-'}",
                   f"- Method path: {' → '.join(a['method'] + (' ✓' if a.get('passed') else ' ✗') for a in m['attempts'])}",
                   f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`", ""]
+        if m.get("regressions"):  # an exact model that failed a utility gate: the erasure went ahead
+            lines[-1:-1] = [f"- **Promoted with utility regression: {', '.join(m['regressions'])}** (the exact "
+                            "method's model: privacy gates decide, utility gates inform)"]
         for a in m["attempts"]:
             lines += [f"### Attempt `{a['method']}` — {ATTEMPT_VERDICTS.get(a.get('status'), 'FAIL')} "
                       f"({a.get('seconds', 0):.1f} s)", ""]
@@ -52,7 +55,8 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                         bound = " ".join(b for b in (f"≥ {g['min']}" if g["min"] is not None else "",
                                                      f"≤ {g['max']}" if g["max"] is not None else "") if b)
                         value = "missing" if g["value"] is None else f"{g['value']:.4f}"
-                        lines.append(f"| {kind} | {g['metric']} | {value} | {bound} | {'pass' if g['passed'] else 'FAIL'} |")
+                        result = "pass" if g["passed"] else "FAIL (utility)" if g.get("utility") else "FAIL"
+                        lines.append(f"| {kind} | {g['metric']} | {value} | {bound} | {result} |")
                 lines.append("")
         for name, path in (m.get("reports") or {}).items():
             lines += [f"![{name}]({path})", ""]
