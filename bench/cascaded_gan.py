@@ -34,16 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import OUT_DIR, fmt, machine, md_table, write_results
+from bench.common import OUT_DIR, fmt, machine, md_table, method_settings, write_results
 from bench.references import base_model, spec_for, store
 from flows.params import load_params
-from tasks.env import project_root
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.models import build_model
 from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, save_sample_grid, train_gan
 from unlearn_ops.training import TrainConfig, accuracy, fit
-from unlearn_ops.utils import atomic_write_json
+from unlearn_ops.utils import atomic_write_json, project_root
 from unlearn_ops.verify.gan import FID_NAME, FidReference, downstream_accuracy, gan_metrics
 
 NAME = "cascaded_gan"
@@ -61,7 +60,7 @@ def build_settings(quick: bool) -> tuple[dict, GanTrainConfig, dict]:
     arch = {k: g[k] for k in ("z_dim", "g_width", "d_width", "d_dropout")}
     cfg = GanTrainConfig(epochs=g["epochs"], batch_size=g["batch_size"], lr_g=g["lr_g"], lr_d=g["lr_d"],
                          beta1=g["beta1"], device="cpu")
-    method = dict(params["unlearn"][NAME])
+    method = method_settings(NAME, params["unlearn"])
     if quick:
         arch, cfg = {**arch, **QUICK_GAN}, replace(cfg, epochs=3)
         method["epochs"] = min(method.get("epochs", 20), 3)

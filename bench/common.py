@@ -4,6 +4,7 @@ mean ± std tables."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.env import project_root
+from unlearn_ops.methods import METHODS
+from unlearn_ops.methods.base import make_config
+from unlearn_ops.utils import project_root
 
 OUT_DIR = project_root() / "docs" / "benchmarks"
 LOAD_AT_START = os.getloadavg()[0]   # when the benchmark process started
@@ -65,6 +68,12 @@ def measure(fn: Callable[[], Any]) -> Measured:
     out = fn()
     return Measured(out, time.perf_counter() - wall, time.process_time() - cpu, max(_vm("VmHWM") - before, 0) / 1024,
                     how)
+
+
+def method_settings(name: str, unlearn: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of method `name` as the pipeline runs it: its Config defaults with params.yaml
+    `unlearn.<name>` (`unlearn`) on top. What a benchmark records, varies and runs."""
+    return dataclasses.asdict(make_config(METHODS[name].Config, unlearn.get(name)))
 
 
 def load_record() -> dict[str, float]:

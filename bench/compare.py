@@ -26,6 +26,7 @@ from bench.common import fmt, mean_std, parse_variant
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import METHODS, TEST_ONLY, run_method
 from unlearn_ops.methods._loops import cycle_indices, take
+from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.training import TrainConfig, make_optimizer, reinitialize
 from unlearn_ops.verify import check
 from unlearn_ops.verify.gap import accuracy_gap
@@ -77,8 +78,7 @@ def classifier_methods(only: Sequence[str] | None = None) -> list[str]:
 
 def applies_to(name: str, kind: str) -> bool:
     """False when the method declares it cannot serve this request kind (`REQUEST_KINDS`)."""
-    kinds = getattr(METHODS[name], "REQUEST_KINDS", None)
-    return kinds is None or kind in kinds
+    return kind in METHODS[name].REQUEST_KINDS
 
 
 def method_params(name: str, unlearn_params: dict[str, Any], seed: int,
@@ -183,7 +183,7 @@ def run_case(case: Case, methods: Sequence[str], kind: str, unlearn_params: dict
         cpu0 = time.process_time()
         try:
             result = run_method(name, case.original, case.splits, params, device=device)
-        except (ValueError, TypeError) as e:  # a method refusing this kind of request says why
+        except NotApplicable as e:  # a method refusing this request says why; anything else is a bug
             rows[label] = {"skipped": f"{type(e).__name__}: {e}"}
             log(f"[{case.label}] {label}: skipped ({e})")
             continue

@@ -53,15 +53,25 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, load_runs, md_table, mean_std, measure, require_same, write_results
+from bench.common import (
+    OUT_DIR,
+    fmt,
+    load_runs,
+    md_table,
+    mean_std,
+    measure,
+    method_settings,
+    require_same,
+    write_results,
+)
 from flows.params import load_params
-from tasks.env import project_root
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods.concept_poisoning import LABEL_MODES, POISON_MODES
 from unlearn_ops.models.text import embed_batched, text_classifier, tiny_text_spec, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.utils import project_root
 from unlearn_ops.verify.mia import forgetting_rate, matched_nonmembers, simple_mia
 
 NAME = "concept_poisoning"
@@ -420,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--quick numbers mean nothing: pass --out-dir (the published results stay as they are)")
     out_dir = Path(args.out_dir) if args.out_dir else OUT_DIR
     img_dir = out_dir if args.quick else IMG_DIR
-    base = dict(load_params()["unlearn"][NAME])
+    base = method_settings(NAME, load_params()["unlearn"])
     ds = "digits" if args.quick else "fmnist"
     classes, seeds = ([3], [0]) if args.quick else (ints(args.classes), ints(args.seeds))
     ab_classes, ab_seeds = ([3], [0]) if args.quick else (ints(args.ablation_classes), ints(args.ablation_seeds))

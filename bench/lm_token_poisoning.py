@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from bench import common
-from bench.common import OUT_DIR, fmt, md_table, write_results
+from bench.common import OUT_DIR, fmt, md_table, method_settings, write_results
 from flows.params import load_params
 from unlearn_ops.data.facts import FactsWorld, build_facts_store, texts
 from unlearn_ops.data.store import SampleStore
@@ -60,7 +60,7 @@ class Setup:
         params = load_params()
         self.quick = quick
         self.llm = params["llm"]
-        self.method_params = {m: dict(params["unlearn"].get(m, {})) for m in METHODS}
+        self.method_params = {m: method_settings(m, params["unlearn"]) for m in METHODS}
         self.cfg = LMTrainConfig(**{**self.llm["train"], "device": "cpu"})
         self.blocks = int(self.llm["trainable_blocks"])
         if quick:

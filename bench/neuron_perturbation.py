@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from bench import references as refs
-from bench.common import OUT_DIR, fmt, md_table, mean_std, measure, write_results
+from bench.common import OUT_DIR, fmt, md_table, mean_std, measure, method_settings, write_results
 from flows.params import load_params
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
@@ -168,8 +168,9 @@ def results_version(methods: dict[str, Any], variant: dict[str, Any], ag_n: int,
     """Cached rows are reused only for the same settings, method code and metrics."""
     from unlearn_ops.methods import neuron_perturbation as method
 
+    code = "".join(p.read_text() for p in sorted(Path(method.__file__).parent.glob("*.py")))  # the whole package
     blob = canonical_json({"methods": methods, "variant": variant, "ag_n": ag_n, "grid": grid,
-                           "metrics": METRICS_VERSION, "code": Path(method.__file__).read_text()})
+                           "metrics": METRICS_VERSION, "code": code})
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -304,7 +305,7 @@ def ints(text: str | None) -> list[int]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv or [])
-    variant = dict(load_params()["unlearn"][NAME])
+    variant = method_settings(NAME, load_params()["unlearn"])
     if args.quick:
         plan = {"digits": ([3], [0])}
         curve_classes: list[int] = [3]

@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tasks.env import project_root
 from unlearn_ops.data.sources import LOADERS
 from unlearn_ops.data.splits import Part
 from unlearn_ops.data.store import SampleStore, build_store
 from unlearn_ops.models import build_model, load_model, save_model
 from unlearn_ops.training import TrainConfig, fit
-from unlearn_ops.utils import atomic_write_json, canonical_json, seed_everything
+from unlearn_ops.utils import atomic_write_json, canonical_json, project_root, seed_everything
 
 CACHE = project_root() / "var" / "bench-cache"
 RAW = {"fmnist": project_root() / "data" / "raw" / "fashion-mnist"}

@@ -53,24 +53,26 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 
 # ------------------------------------------------------------------ requests
 @request_app.command("submit")
-def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay=False),
                    root: Path | None = ROOT) -> None:
     """Validate request files now and record them in the ledger (they join the next batch).
-    Prints each request ID; exits non-zero when any is rejected."""
-    from tasks.intake import file_away, intake_documents
+    One line per file, each in the ledger; exits 1 when any is rejected."""
+    from tasks.intake import file_away, intake_documents, intake_limits, read_file, source
     from tasks.registry import is_registered
     from tasks.workspace import Workspace
     from unlearn_ops.ledger import Ledger
 
     ws = Workspace.at(root)
-    checked = intake_documents(ws, Ledger(ws.ledger_path),
-                               [(f.read_text(errors="replace"), f"cli:{f.name}") for f in files], is_registered)
-    for f, c in zip(files, checked, strict=True):
+    limits = intake_limits(ws)
+    names = [source("cli", f) for f in files]
+    documents = [(read_file(f, limits), name) for f, name in zip(files, names, strict=True)]
+    checked = intake_documents(ws, Ledger(ws.ledger_path), documents, is_registered)
+    for f, name, c in zip(files, names, checked, strict=True):
         if c.reason:
-            file_away(ws, f, c, move=False)  # the user's file stays; a copy is quarantined with its reason
-            typer.echo(f"REJECTED {c.entry.request_id} ({f.name}): {c.reason}", err=True)
+            file_away(ws, f, c, move=False, limits=limits)  # the user's file stays; a copy is quarantined
+            typer.echo(f"REJECTED {c.entry.request_id} ({name[4:]}): {c.reason}", err=True)
         else:
-            typer.echo(f"accepted {c.entry.request_id} ({f.name}): {c.request.kind} on {c.request.model}, "
+            typer.echo(f"accepted {c.entry.request_id} ({name[4:]}): {c.request.kind} on {c.request.model}, "
                        f"{len(c.sample_ids)} samples")
     if any(c.reason for c in checked):
         raise typer.Exit(1)
@@ -142,6 +144,23 @@ def audit_verify(root: Path | None = ROOT) -> None:
     result = AuditLog(ws.audit_log, ws.certificates).verify()
     typer.echo(("OK: " if result.ok else "BROKEN: ") + result.message)
     if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("erasure")
+def audit_erasure(batch_id: str, as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+                  root: Path | None = ROOT) -> None:
+    """Search everything the project keeps for a batch's forgotten samples; exit 1 if any copy remains."""
+    from tasks.erasure import erasure_scan, format_erasure
+    from tasks.workspace import Workspace
+
+    try:
+        result = erasure_scan(Workspace.at(root), batch_id)
+    except FileNotFoundError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from e
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else format_erasure(result))
+    if not result["passed"]:
         raise typer.Exit(1)
 
 

@@ -12,10 +12,9 @@ import logging
 import os
 from pathlib import Path
 
+from unlearn_ops.utils import project_root
 
-def project_root() -> Path:
-    """UNLEARN_PROJECT_DIR if set, else the repository this package was installed from."""
-    return Path(os.environ.get("UNLEARN_PROJECT_DIR") or Path(__file__).resolve().parents[1])
+__all__ = ["configure", "project_root"]
 
 
 def configure(root: Path | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import task
 
 from tasks.batch import ForgetIds, ForgetSet, ModelWork
-from tasks.intake import validate_pending
+from tasks.intake import intake_limits, validate_pending
 from tasks.registry import is_registered
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Ledger
@@ -45,7 +45,8 @@ def extract_task(root: str, batch_id: str) -> ForgetSet:
     ws = Workspace.at(root)
     ledger = Ledger(ws.ledger_path)
     entries = [e for e in ledger.entries(batch_id=batch_id) if e.state == "in_batch"]
-    pending = [(e, parse_request(e.document)) for e in entries]
+    limits = intake_limits(ws)  # the limits the requests were accepted under
+    pending = [(e, parse_request(e.document, limits)) for e in entries]
     checked = validate_pending(ws, ledger, pending, is_registered)
     for c in checked:
         if c.reason:

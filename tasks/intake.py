@@ -1,13 +1,17 @@
 """Request intake: schema (pydantic) + facts checked with Great Expectations → ledger.
 
 Every document ends in the ledger: accepted ones as `validated`, the rest as `rejected` with a
-specific reason. Inbox files move to `processed/`, or to `quarantine/` with a `.reason.txt` beside.
+specific reason. Each document is read on its own, within `IntakeLimits` (params.yaml `intake:`),
+and *any* exception while reading it rejects that document only: one hostile file never stops
+the others, nor the batch. Inbox files move to `processed/`, or to `quarantine/` with a
+`.reason.txt` beside.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -16,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from prefect import task
 
 from tasks.validation import run_suite
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Entry, Ledger
-from unlearn_ops.requests import REQUEST_ID_PATTERN, DeletionRequest, RequestError, parse_request, resolve
+from unlearn_ops.request_parsing import Document, IntakeLimits, RawDocument, RequestError, kept_text, quote
+from unlearn_ops.requests import DeletionRequest, claimed_id, parse_document, resolve, to_request
 
 log = logging.getLogger(__name__)
 REQUEST_SUFFIXES = (".json", ".yaml", ".yml")
@@ -36,33 +40,63 @@ class Checked:
     sample_ids: tuple[str, ...] = ()
 
 
-def _claimed_id(document: str | dict) -> str | None:
-    """The request_id a rejected document claims, if readable (kept as `invalid-<id>`, so the
-    sender can find it; never the live ID, which a corrected resubmission may use)."""
-    data = document
-    if isinstance(document, str):
-        try:
-            data = yaml.safe_load(document)
-        except yaml.YAMLError:
-            return None
-    rid = data.get("request_id") if isinstance(data, dict) else None
-    # only a well-formed ID is kept: anything else (e.g. lone surrogates YAML decodes from "\\ud800")
-    # could not even be stored; the ledger then names the document itself
-    return rid if isinstance(rid, str) and re.fullmatch(REQUEST_ID_PATTERN, rid) else None
+def intake_limits(ws: Workspace) -> IntakeLimits:
+    return IntakeLimits.from_params(ws.params.get("intake"))
 
 
-def record(ledger: Ledger, document: str | dict, source: str) -> tuple[Entry, DeletionRequest | None]:
-    """Parse and store a document as `received` (or `rejected` when it does not parse)."""
-    text = document if isinstance(document, str) else json.dumps(document, default=str)
+def unexpected(e: BaseException, what: str) -> str:
+    """The reason for an exception no check foresaw: its type and (bounded) message."""
+    return f"{what} ({type(e).__name__}: {quote(str(e), 120)})"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that could not even be read (not a regular file, no permission): rejected with `reason`."""
+
+    reason: str
+
+
+def record(ledger: Ledger, document: Document | Unreadable, source: str,
+           limits: IntakeLimits | None = None) -> tuple[Entry, DeletionRequest | None]:
+    """Parse and store a document as `received`, or as `rejected` with its reason: whatever the
+    document holds, this returns a ledger row (only a failing ledger itself raises)."""
+    limits = limits or IntakeLimits()
+    if isinstance(document, Unreadable):
+        return _reject(ledger, b"", source, document.reason, None, limits), None
+    data = None
     try:
-        req = parse_request(document)
+        data = parse_document(document, limits)
+        req = to_request(data)
     except RequestError as e:
-        rid = _claimed_id(document)
-        entry = ledger.receive(f"invalid-{rid}" if rid else None, text, source)
-        return ledger.transition(entry.ledger_id, "rejected", str(e)), None
+        return _reject(ledger, document, source, str(e), data, limits), None
+    except Exception as e:  # noqa: BLE001 (no document may stop the intake: it is rejected, and says why)
+        return _reject(ledger, document, source, unexpected(e, "could not be read"), data, limits), None
     entry = ledger.receive(req.request_id, json.dumps(req.to_json()), source, model=req.model, kind=req.kind,
                            received_at=req.received_at.isoformat())
     return entry, (req if entry.state == "received" else None)
+
+
+# `"request_id": "x"` (JSON) or `request_id: x` (YAML) in a document too broken to parse
+_CLAIMED = re.compile(r"""(?m)^[\s{,]*["']?request_id["']?\s*:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?=["',}]|[ \t]*$)""")
+
+
+def _claimed_in_text(text: str) -> str | None:
+    m = _CLAIMED.search(text)
+    return m.group(1) if m else None
+
+
+def _reject(ledger: Ledger, document: Document, source: str, reason: str, data: Any,
+            limits: IntakeLimits) -> Entry:
+    """A rejected row: under `invalid-<claimed id>` when the document claims a well-formed one (so
+    the sender can find it; never the live ID, which a corrected resubmission may use), keeping
+    a bounded excerpt of the document with its size and sha256."""
+    try:
+        kept = kept_text(document, limits)
+    except Exception as e:  # noqa: BLE001
+        kept = json.dumps({"rejected_document": {"unkept": unexpected(e, "could not be kept")}})
+    rid = claimed_id(data) or _claimed_in_text(json.loads(kept)["rejected_document"].get("text", ""))
+    entry = ledger.receive(f"invalid-{rid}" if rid else None, kept, source)
+    return ledger.transition(entry.ledger_id, "rejected", reason)
 
 
 def facts(ws: Workspace, pending: list[tuple[Entry, DeletionRequest]], is_registered: Callable[[str], bool]) -> pd.DataFrame:
@@ -81,12 +115,14 @@ def facts(ws: Workspace, pending: list[tuple[Entry, DeletionRequest]], is_regist
             registered[req.model] = is_registered(req.model)
         row["model_registered"] = registered[req.model]
         if row["model_served"]:
+            store = stores.setdefault(req.model, ws.store_for(req.model))  # a broken store is no request's fault
             try:
-                store = stores.setdefault(req.model, ws.store_for(req.model))
                 ids = resolve(req, store)
                 row.update(target_ok=True, n_samples=len(ids), sample_ids=ids)
             except RequestError as e:
                 row["target_reason"] = str(e)
+            except Exception as e:  # noqa: BLE001 (one request's target must not stop the others)
+                row["target_reason"] = unexpected(e, "its target could not be resolved")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -138,29 +174,70 @@ def validate_pending(ws: Workspace, ledger: Ledger, pending: list[tuple[Entry, D
     return out
 
 
-def intake_documents(ws: Workspace, ledger: Ledger, documents: list[tuple[str | dict, str]],
+def intake_documents(ws: Workspace, ledger: Ledger, documents: list[tuple[Document | Unreadable, str]],
                      is_registered: Callable[[str], bool]) -> list[Checked]:
-    """Record and validate documents given as (document, source) pairs."""
-    recorded = [record(ledger, doc, source) for doc, source in documents]
+    """Record and validate documents given as (document, source) pairs: one result per document."""
+    limits = intake_limits(ws)
+    recorded = [record(ledger, doc, source, limits) for doc, source in documents]
     pending = [(e, r) for e, r in recorded if r is not None]
     checked = {c.entry.ledger_id: c for c in validate_pending(ws, ledger, pending, is_registered)}
     return [checked.get(e.ledger_id) or Checked(e, None, e.reason) for e, _ in recorded]
 
 
-def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True) -> Path:
-    """Move (or copy) a request file to processed/ or quarantine/ (+ reason file)."""
+def read_file(path: Path, limits: IntakeLimits) -> RawDocument | Unreadable:
+    """A request file's bytes (at most `max_bytes + 1`, with the size and sha256 of all)."""
+    try:
+        return RawDocument.read(path, limits)
+    except RequestError as e:
+        return Unreadable(str(e))
+    except OSError as e:
+        return Unreadable(unexpected(e, "could not be read"))
+
+
+def file_away(ws: Workspace, path: Path, checked: Checked, move: bool = True,
+              limits: IntakeLimits | None = None) -> Path | None:
+    """Move (or copy: at most `max_bytes + 1` of it) a request file to processed/ or quarantine/
+    (+ reason file). None when the file system refuses: logged, the other files go on."""
     target_dir = ws.quarantine if checked.reason else ws.processed
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{checked.entry.ledger_id:06d}-{path.name}"
-    (shutil.move if move else shutil.copy2)(str(path), str(target))
-    if checked.reason:
-        target.with_name(target.name + ".reason.txt").write_text(
-            f"request {checked.entry.request_id} rejected: {checked.reason}\n")
+    name = path.name if len(os.fsencode(path.name)) <= 200 else (  # the prefix must not push it past 255 bytes
+        os.fsdecode(os.fsencode(path.stem)[:160]) + "_" + path.suffix[:20])
+    target = target_dir / f"{checked.entry.ledger_id:06d}-{name}"
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        if move:
+            shutil.move(str(path), str(target))
+        elif path.is_file():  # never open a FIFO or device: it may block or never end
+            with path.open("rb") as src, target.open("wb") as dst:
+                dst.write(src.read((limits or IntakeLimits()).max_bytes + 1))
+        if checked.reason:
+            target.with_name(target.name + ".reason.txt").write_text(
+                f"request {checked.entry.request_id} rejected: {checked.reason}\n")
+    except OSError as e:
+        log.error("could not file away %s: %s", path, e)
+        return None
     return target
+
+
+def source(channel: str, path: Path) -> str:
+    """`inbox:<file name>` as the ledger can store and a terminal can show it (a name need not be UTF-8
+    and may hold escape sequences), at most 200 characters."""
+    name = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+    return f"{channel}:" + "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)[:200]
 
 
 def inbox_files(ws: Workspace) -> list[Path]:
     return sorted(p for p in ws.inbox.glob("*") if p.is_file() and p.suffix.lower() in REQUEST_SUFFIXES)
+
+
+def intake_inbox(ws: Workspace, ledger: Ledger, documents: list[Any] | None,
+                 is_registered: Callable[[str], bool]) -> list[Checked]:
+    """Inbox files + documents passed as a flow parameter → ledger; inbox files filed away."""
+    files, limits = inbox_files(ws), intake_limits(ws)
+    docs = [(read_file(p, limits), source("inbox", p)) for p in files] + [(d, "parameter") for d in documents or []]
+    checked = intake_documents(ws, ledger, docs, is_registered)
+    for path, c in zip(files, checked[:len(files)], strict=True):
+        file_away(ws, path, c)
+    return checked
 
 
 @task(name="intake", retries=2, retry_delay_seconds=2)
@@ -169,11 +246,5 @@ def intake_task(root: str, documents: list[dict[str, Any]] | None = None) -> lis
     from tasks.registry import is_registered
 
     ws = Workspace.at(root)
-    ledger = Ledger(ws.ledger_path)
-    files = inbox_files(ws)
-    docs: list[tuple[str | dict, str]] = [(p.read_text(errors="replace"), f"inbox:{p.name}") for p in files]
-    docs += [(d, "parameter") for d in documents or []]
-    checked = intake_documents(ws, ledger, docs, is_registered)
-    for path, c in zip(files, checked[:len(files)], strict=True):
-        file_away(ws, path, c)
+    checked = intake_inbox(ws, Ledger(ws.ledger_path), documents, is_registered)
     return [{"request_id": c.entry.request_id, "state": c.entry.state, "reason": c.reason} for c in checked]

@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
+class RetiredModelError(RuntimeError):
+    """A version retired because it was trained on data since forgotten (tasks/retention.py)."""
+
+
+def retired_message(name: str, version: str, tags: dict[str, str]) -> str:
+    return (f"{name} v{version} was retired by batch {tags.get('retired_by')} (it was trained on data since "
+            f"forgotten); weights " + (f"deleted {tags['weights_deleted_at']}" if tags.get("weights_deleted_at")
+                                       else f"kept for a rollback until {tags.get('weights_delete_after')}"))
+
+
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
 
@@ -109,7 +119,8 @@ def registered_build(name: str, weights_sha256: str) -> str | None:
     or None: what makes a build's register stage idempotent."""
     existing = find_version(name, "weights_sha256", weights_sha256)
     if existing:
-        if version_by_alias(name, CHAMPION) is None:
+        retired = MlflowClient(tracking_uri()).get_model_version(name, existing).tags.get("retired_by")
+        if version_by_alias(name, CHAMPION) is None and not retired:  # a retired version never comes back
             set_alias(name, CHAMPION, existing)
         print(f"{name} weights already registered as version {existing}")
     return existing
@@ -145,14 +156,18 @@ def register_build(directory: str | Path, *, name: str, family: str, experiment:
     return version
 
 
-def load_version(name: str, version_or_alias: str, device: str = "cpu") -> tuple[nn.Module, dict, str]:
-    """Download `models:/name@alias` (or `/version`) and load it with safetensors."""
+def load_version(name: str, version_or_alias: str, device: str = "cpu",
+                 allow_retired: bool = False) -> tuple[nn.Module, dict, str]:
+    """Download `models:/name@alias` (or `/version`) and load it with safetensors. A retired version
+    raises RetiredModelError naming the batch; `allow_retired` reads one still in its rollback window."""
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     if str(version_or_alias).isdigit():
         mv = client.get_model_version(name, str(version_or_alias))
     else:
         mv = client.get_model_version_by_alias(name, version_or_alias)
+    if (mv.tags or {}).get("retired_by") and not (allow_retired and not mv.tags.get("weights_deleted_at")):
+        raise RetiredModelError(retired_message(name, str(mv.version), dict(mv.tags)))
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp)
         # MLflow stores the artifact under the source folder's own name: find it by its spec file

@@ -3,8 +3,10 @@
 A path that is an output of a `dvc.yaml` stage (the build's store) is versioned with
 `dvc commit -f <stage>` (dvc.lock then names the new version); any other path with `dvc add`.
 Either way its content goes to the DVC cache and, when a remote is configured, is pushed.
-Old cache objects (e.g. the store before a purge) stay in the cache until `dvc gc` removes them:
-see docs/architecture.md, "Purge and garbage collection".
+
+A purge supersedes the store's shards that held the forgotten rows; `collect_superseded` then
+deletes exactly the cache and remote objects the erasure scan finds holding forgotten content
+(never one the current version uses), so the history of other data survives: docs/erasure.md.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from prefect import task
+
+from unlearn_ops.erasure import Location, Sample, scan
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +86,95 @@ def version_task(root: str, paths: list[str]) -> dict[str, str]:
     versions = {p: track(Path(root), Path(root) / p) for p in paths}
     push(Path(root))
     return versions
+
+
+# ------------------------------------------------------------------ where DVC keeps data
+@dataclass(frozen=True)
+class DvcStorage:
+    cache: Path                                            # the local cache (`.dvc/cache` unless configured)
+    remotes: dict[str, Path] = field(default_factory=dict)  # remotes that are local folders
+    elsewhere: dict[str, str] = field(default_factory=dict)  # other remotes: name -> url
+    site_cache: Path | None = None                        # DVC's indexes for this repo (outside it)
+
+
+def dvc_storage(root: Path) -> DvcStorage:
+    """Cache and remotes as DVC itself resolves them (a relative remote url is relative to the
+    config file's folder, `.dvc/`, not to the project)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        remotes, elsewhere = {}, {}
+        for name, conf in repo.config["remote"].items():
+            url = str(conf["url"])
+            if urlparse(url).scheme in ("", "file"):
+                remotes[name] = Path(urlparse(url).path if url.startswith("file:") else url)
+            else:
+                elsewhere[name] = url
+        return DvcStorage(Path(repo.cache.local_cache_dir), remotes, elsewhere, Path(repo.site_cache_dir))
+
+
+def used_objects(root: Path) -> set[str]:
+    """md5s of every object the current workspace version needs (directory manifests expanded)."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.tree import Tree
+
+    with Repo(str(root)) as repo:
+        used: set[str] = set()
+        for objs in repo.used_objs(force=True).values():
+            for h in objs:
+                used.add(h.value)
+                if h.isdir:
+                    used.update(hi.value for _, _, hi in Tree.load(repo.cache.local, h))
+        return used
+
+
+def _object_id(path: Path) -> str | None:
+    """`…/files/md5/ab/cdef…` (or DVC 2's `…/ab/cdef…`) -> `abcdef…`; None for anything else."""
+    head, tail = path.parent.name, path.name
+    oid = head + tail
+    if len(head) == 2 and len(oid) == 32 and all(ch in "0123456789abcdef" for ch in oid):
+        return oid
+    return None
+
+
+def collect_superseded(root: Path, samples: Sequence[Sample]) -> dict[str, Any]:
+    """Delete from the DVC cache and every local remote the objects that hold forgotten content.
+
+    Driven by the erasure scan: an object is deleted only if the scan finds a forgotten sample in
+    it and the current workspace version does not use it (a purge not yet committed keeps its
+    objects, and the call says so). The `.dir` manifests of the old store versions then name
+    objects that are gone: those versions are unrestorable on purpose (docs/erasure.md)."""
+    root = Path(root)
+    storage = dvc_storage(root)
+    places = {"DVC cache": storage.cache, **{f"DVC remote {n}": p for n, p in storage.remotes.items()}}
+    result = scan(samples, [Location(name, path) for name, path in places.items()])
+    in_use = used_objects(root)
+    removed, kept, freed = [], [], 0
+    for loc in result["locations"]:
+        for copy in loc["copies"]:
+            path = Path(copy["file"])
+            oid = _object_id(path)
+            entry = {"location": loc["name"], "path": str(path), "md5": oid, "sample_ids": copy["sample_ids"]}
+            if oid is None or oid in in_use:
+                kept.append({**entry, "reason": "not a DVC object" if oid is None else
+                             "used by the current version (purge and `dvc commit` first)"})
+                continue
+            if path.exists():
+                freed += path.stat().st_size
+                path.unlink()
+            removed.append(entry)
+    if any(e["location"] != "DVC cache" for e in removed):
+        _forget_remote_indexes(root, storage)
+    log.info("collected %d superseded DVC objects holding forgotten samples (%d bytes)", len(removed), freed)
+    return {"removed": removed, "kept": kept, "bytes_freed": freed,
+            "remotes_not_collected": storage.elsewhere}
+
+
+def _forget_remote_indexes(root: Path, storage: DvcStorage) -> None:
+    """DVC remembers what a remote holds; after deleting there, clear that memory (as `dvc gc -c`)."""
+    from dvc.repo import Repo
+    from dvc_data.hashfile.db import get_index
+
+    with Repo(str(root)) as repo:
+        for name in storage.remotes:
+            get_index(repo.cloud.get_remote_odb(name, hash_name="md5")).clear()

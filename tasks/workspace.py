@@ -13,6 +13,7 @@ import yaml
 from tasks.env import project_root
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.families import DEFAULT, FAMILIES
+from unlearn_ops.methods import method_params
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,17 @@ class Workspace:
             raise KeyError(f"params.yaml has no `{section}` section: {model} ({self.family(model)}) cannot be verified")
         return self.params[section]
 
+    def method_params(self, model: str, method: str) -> dict[str, Any]:
+        """The settings `method` runs with on `model`: for an exact method the schedule of the
+        model's build section (params.yaml `models.<model>.build` names it), then `unlearn.<method>`."""
+        section = self.served_models().get(model, {}).get("build")
+        if section is not None and section not in self.params:
+            raise KeyError(f"models.{model}.build names `{section}`, which params.yaml does not have")
+        return method_params(method, (self.params.get("unlearn") or {}).get(method),
+                             self.params[section] if section is not None else None)
+
     def store_for(self, model: str) -> SampleStore:
         served = self.served_models()
         if model not in served:
             raise KeyError(f"model {model!r} is not served by this pipeline (no `models.{model}` in params.yaml)")
         return SampleStore(self.path(served[model]["store_dir"]))
-
-    def method_params(self, model: str, method: str) -> dict[str, Any]:
-        """The settings `method` runs with for `model` (params.yaml `unlearn.<method>`)."""
-        return (self.params.get("unlearn") or {}).get(method, {})

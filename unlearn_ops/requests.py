@@ -9,28 +9,40 @@ A request names a registered model and what to forget:
 `class_label`, an index or a class name) or `concept` (with `concept`, an entity of the model's
 store, e.g. a movie name: every training sample about it; the store's `groups.csv`, see
 `unlearn_ops.data.text_store`). `request_id` and `received_at` are filled in when absent.
+
+IDs name files, ledger rows and certificate lines, so each is restricted to a plain-ASCII set
+(`ID_PATTERNS`): a look-alike (Cyrillic `е` for `e`, fullwidth digits) or invisible character is
+rejected with its name, never silently matched. `concept` names an entity of the data and may be
+any Unicode text: it is NFKC-normalised (fullwidth `ｅｎｉｇｍａ` reads `enigma`) and must hold no
+control or invisible character. Parsing itself (size, depth, encodings, …) is `request_parsing`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unlearn_ops.data.store import SampleStore, StoreError
 from unlearn_ops.data.text_store import GROUPS_FILE, group_ids
+from unlearn_ops.request_parsing import (
+    Document,
+    IntakeLimits,
+    RequestError,
+    bad_char,
+    char_name,
+    nfkc,
+    parse_document,
+    quote,
+)
 
 KINDS = ("samples", "subject", "class", "concept")
 # the field that names what to forget, per kind
 TARGET_FIELD = {"samples": "sample_ids", "subject": "subject_id", "class": "class_label", "concept": "concept"}
-
-
-class RequestError(ValueError):
-    """A request that cannot be accepted; the message is the reason kept in the ledger."""
 
 
 def new_request_id() -> str:
@@ -39,12 +51,30 @@ def new_request_id() -> str:
 
 # What a request ID may look like: it names files and ledger rows, so plain ASCII only.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# The safe character set and length of every other ID (class names hold spaces: "Ankle boot").
+ID_RULES = {"request_id": (r"A-Za-z0-9._\-", 64), "model": (r"A-Za-z0-9._\-", 128), "subject_id": (r"A-Za-z0-9._:/\-", 128),
+            "sample_ids": (r"A-Za-z0-9._:/\-", 128), "class_label": (r"A-Za-z0-9 ._/()+\-", 64)}
+
+
+def _check_id(field: str, value: str) -> str:
+    """`value` when it is a safe ID (an ASCII letter or digit, then the field's characters);
+    else ValueError naming the first character outside the set."""
+    chars, longest = ID_RULES[field]
+    if re.fullmatch(f"[A-Za-z0-9][{chars}]{{0,{longest - 1}}}", value):
+        return value
+    odd = next((c for c in value if not re.fullmatch(f"[{chars}]", c)), None)
+    problem = (f"the character {char_name(odd)}" if odd else
+               "no characters" if not value else f"more than {longest} characters" if len(value) > longest
+               else "a first character that is not an ASCII letter or digit")
+    allowed = chars.replace("\\", "").replace(" ", "space ")
+    raise ValueError(f"{quote(value, 40)} has {problem}: IDs use [{allowed}] only "
+                     "(look-alike and invisible characters are refused)")
 
 
 class DeletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    request_id: str = Field(default_factory=new_request_id, pattern=REQUEST_ID_PATTERN)
+    request_id: str = Field(default_factory=new_request_id)
     model: str = Field(min_length=1, max_length=128)
     kind: Literal["samples", "subject", "class", "concept"]
     sample_ids: list[str] | None = None
@@ -54,6 +84,31 @@ class DeletionRequest(BaseModel):
     requester: str = ""
     reason: str = ""
     received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("request_id", "model", "subject_id")
+    @classmethod
+    def _safe_id(cls, v: str | None, info) -> str | None:
+        return v if v is None else _check_id(info.field_name, v)
+
+    @field_validator("sample_ids")
+    @classmethod
+    def _safe_sample_ids(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else [_check_id("sample_ids", i) for i in v]
+
+    @field_validator("class_label")
+    @classmethod
+    def _safe_class(cls, v: int | str | None) -> int | str | None:
+        return _check_id("class_label", v) if isinstance(v, str) else v
+
+    @field_validator("concept")
+    @classmethod
+    def _normal_concept(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        bad = bad_char(v)
+        if bad:
+            raise ValueError(f"{quote(v, 40)} holds the control or invisible character {bad}")
+        return nfkc(v)
 
     @field_validator("received_at")
     @classmethod
@@ -86,27 +141,21 @@ class DeletionRequest(BaseModel):
 
 def _format(e: ValidationError) -> str:
     parts = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "request"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+    for err in e.errors()[:5]:
+        where = ".".join(quote(p, 30) if isinstance(p, str) and not p.isidentifier() else str(p)
+                         for p in err["loc"]) or "request"
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts) + (f"; and {e.error_count() - 5} more" if e.error_count() > 5 else "")
 
 
-def parse_request(document: str | bytes | dict[str, Any]) -> DeletionRequest:
-    """Parse one JSON/YAML document (text or already-decoded) into a request, or raise RequestError."""
-    data: Any = document
-    if isinstance(document, bytes):
-        try:
-            document = document.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise RequestError(f"not UTF-8 text: {e}") from e
-    if isinstance(document, str):
-        if not document.strip():
-            raise RequestError("empty document")
-        try:
-            data = yaml.safe_load(document)  # YAML is a superset of JSON
-        except yaml.YAMLError as e:
-            raise RequestError(f"not valid JSON or YAML: {str(e).splitlines()[0]}") from e
+def claimed_id(data: Any) -> str | None:
+    """The request_id a document claims, when it is a well-formed one."""
+    rid = data.get("request_id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) and re.fullmatch(REQUEST_ID_PATTERN, rid) else None
+
+
+def to_request(data: Any) -> DeletionRequest:
+    """Checked plain data (see `parse_document`) → a request, or RequestError naming what is wrong."""
     if not isinstance(data, dict):
         raise RequestError(f"a request must be a JSON/YAML object, got {type(data).__name__}")
     try:
@@ -114,7 +163,13 @@ def parse_request(document: str | bytes | dict[str, Any]) -> DeletionRequest:
     except ValidationError as e:
         raise RequestError(f"invalid request: {_format(e)}") from e
     except (TypeError, ValueError) as e:  # pydantic wraps most, but not every, conversion error
-        raise RequestError(f"invalid request: {e}") from e
+        raise RequestError(f"invalid request: {quote(str(e), 200)}") from e
+
+
+def parse_request(document: Document, limits: IntakeLimits | None = None) -> DeletionRequest:
+    """Parse one JSON/YAML document (bytes, text or already-decoded data) within `limits` into a
+    request, or raise RequestError."""
+    return to_request(parse_document(document, limits))
 
 
 def resolve(request: DeletionRequest, store: SampleStore) -> list[str]:

@@ -29,6 +29,9 @@ class TrainConfig:
     device: str = "auto"
 
 
+OPTIMIZERS = ("adam", "sgd")  # what `make_optimizer` builds
+
+
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

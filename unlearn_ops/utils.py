@@ -1,4 +1,4 @@
-"""Small shared helpers: device choice, seeding, atomic file writes, hashing, timing."""
+"""Small shared helpers: the project root, device choice, seeding, atomic file writes, hashing, timing."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+def project_root() -> Path:
+    """UNLEARN_PROJECT_DIR if set, else the repository this package was installed from."""
+    return Path(os.environ.get("UNLEARN_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 
 
 def resolve_device(device: str = "auto") -> torch.device:

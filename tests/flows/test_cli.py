@@ -59,3 +59,32 @@ def test_audit_verify_on_an_empty_log_and_show_missing(tmp_path):
 def test_status_without_models(mlflow_tmp):
     out = runner.invoke(app, ["status"])
     assert out.exit_code == 0 and "no registered models" in out.output
+
+
+def test_submit_answers_every_file_even_after_a_hostile_one(tmp_path, monkeypatch):
+    """The issue's poison pill: a 30 KB JSON request nested thousands of levels deep, between good files."""
+    root = make_root(tmp_path)
+    monkeypatch.setattr("tasks.registry.is_registered", lambda name: name == MODEL)
+    first, last = tmp_path / "first.json", tmp_path / "last.yaml"
+    first.write_text(json.dumps({"request_id": "cli-first", "model": MODEL, "kind": "class", "class_label": 2}))
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"request_id": "cli-deep", "model": "' + MODEL + '", "x": ' + "[" * 15_000 + "]" * 15_000 + "}")
+    assert 29_000 < deep.stat().st_size < 31_000
+    last.write_text(f"request_id: cli-last\nmodel: {MODEL}\nkind: subject\nsubject_id: subj-00003\n")
+
+    out = runner.invoke(app, ["request", "submit", str(first), str(deep), str(last), "--root", str(root)])
+    assert out.exit_code == 1, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 3
+    assert "accepted cli-first" in out.output and "accepted cli-last" in out.output
+    assert "REJECTED invalid-cli-deep (deep.json): nested deeper than 8 levels" in out.output
+
+    rows = {r["request_id"]: r for r in json.loads(runner.invoke(app, ["request", "list", "--json", "--root",
+                                                                        str(root)]).output)}
+    assert rows["cli-first"]["state"] == rows["cli-last"]["state"] == "validated"
+    assert rows["invalid-cli-deep"]["state"] == "rejected"
+    assert rows["invalid-cli-deep"]["request"]["rejected_document"]["size_bytes"] == deep.stat().st_size
+    (reason,) = (root / "data" / "requests" / "quarantine").glob("*deep.json.reason.txt")
+    assert "nested deeper than 8 levels" in reason.read_text()
+    assert deep.exists()  # the user's file stays

@@ -14,6 +14,7 @@ from tests.flows.conftest import MODEL, PARAMS
 from unlearn_ops.data.sources import load_digits
 from unlearn_ops.data.store import build_store
 from unlearn_ops.ledger import Ledger
+from unlearn_ops.request_parsing import IntakeLimits
 
 REGISTERED = {MODEL}
 
@@ -116,6 +117,7 @@ documents = st.one_of(
 @given(doc=documents)
 @example(doc={"request_id": "\U00010000"})     # json.dumps escapes it as a surrogate pair YAML decodes alone
 @example(doc='{"request_id": "\\ud800"}')       # a lone surrogate
+@example(doc="[" * 3000 + "]" * 3000)            # nested deeper than any parser's recursion
 def test_intake_never_crashes_and_never_loses_a_document(ws, doc):
     ledger = Ledger(ws.root / "ledger.sqlite")
     before = len(ledger.entries())
@@ -124,3 +126,80 @@ def test_intake_never_crashes_and_never_loses_a_document(ws, doc):
     assert len(ledger.entries()) == before + 1
     assert checked.entry.state in ("validated", "rejected")
     assert (checked.entry.state == "rejected") == bool(checked.reason)
+
+
+DEEP = '{"request_id": "deep-1", "x": ' + "[" * 15_000 + "]" * 15_000 + "}"  # the 30 KB poison pill
+
+
+def test_hostile_documents_are_rejected_one_by_one_and_the_others_recorded(ws):
+    import hashlib
+
+    deep_data: list = []
+    for _ in range(5000):
+        deep_data = [deep_data]
+    docs = [req(request_id="iso-1", kind="subject", subject_id="subj-00004"), DEEP, b"\xff\xfe\x00",
+            {"request_id": "deep-2", "x": deep_data}, "a: &a [*a]", "a: !!python/object/apply:os.system ['true']",
+            json.dumps(req(request_id="iso-2", kind="class", class_label=4)).encode("utf-16")]
+    ledger = Ledger(ws.root / "ledger.sqlite")
+    before = len(ledger.entries())
+    checked = intake_documents(ws, ledger, [(d, f"doc{i}") for i, d in enumerate(docs)], lambda m: m in REGISTERED)
+    assert len(ledger.entries()) == before + len(docs)
+    assert [c.entry.state for c in checked] == ["validated"] + ["rejected"] * 5 + ["validated"]
+    assert "nested deeper than 8 levels" in checked[1].reason and "nested deeper" in checked[3].reason
+    assert "refers to a node that contains it" in checked[4].reason and "YAML tag" in checked[5].reason
+    # a rejected document is kept bounded: at most keep_bytes of it, with its size and sha256
+    assert checked[1].entry.request_id.startswith("invalid-")
+    kept = json.loads(ledger.get(checked[1].entry.ledger_id).document)["rejected_document"]
+    assert kept["size_bytes"] == len(DEEP) and kept["sha256"] == hashlib.sha256(DEEP.encode()).hexdigest()
+    assert len(kept["text"]) == kept["kept_bytes"] == 4096
+
+
+def test_an_unforeseen_exception_rejects_only_its_document(ws, monkeypatch):
+    import tasks.intake as intake
+
+    real = intake.parse_document
+
+    def flaky(document, limits):
+        if document == "boom":
+            raise RuntimeError("a parser bug")
+        return real(document, limits)
+
+    monkeypatch.setattr(intake, "parse_document", flaky)
+    real_resolve = intake.resolve
+    monkeypatch.setattr(intake, "resolve", lambda r, store: (_ for _ in ()).throw(KeyError("resolver bug"))
+                        if r.request_id == "unres-1" else real_resolve(r, store))
+    docs = ["boom", req(request_id="unres-1", kind="class", class_label=5), req(request_id="fine-1", kind="class", class_label=6)]
+    ledger = Ledger(ws.root / "ledger.sqlite")
+    checked = intake_documents(ws, ledger, [(d, "test") for d in docs], lambda m: m in REGISTERED)
+    assert checked[0].reason == "could not be read (RuntimeError: 'a parser bug')"
+    assert checked[1].reason == "its target could not be resolved (KeyError: \"'resolver bug'\")"
+    assert checked[2].entry.state == "validated"
+
+
+def test_an_unreadable_file_is_recorded_as_rejected(ws, tmp_path):
+    import os
+
+    from tasks.intake import read_file
+
+    os.mkfifo(tmp_path / "pipe.json")
+    ledger = Ledger(ws.root / "ledger.sqlite")
+    (checked,) = intake_documents(ws, ledger, [(read_file(tmp_path / "pipe.json", IntakeLimits()), "cli:pipe.json")],
+                                  lambda m: m in REGISTERED)
+    assert checked.entry.state == "rejected" and checked.reason == "pipe.json is not a regular file"
+
+
+def test_odd_inbox_file_names_are_recorded_and_filed(ws):
+    import os
+
+    from tasks.intake import intake_inbox
+
+    ws.inbox.mkdir(parents=True, exist_ok=True)
+    names = [os.fsdecode(b"req-\xff\xfe\x1b[31m.json"), "n" * 245 + ".json"]
+    for k, name in enumerate(names):
+        (ws.inbox / name).write_text(json.dumps(req(request_id=f"name-{k}", kind="class", class_label=7)))
+    ledger = Ledger(ws.root / "ledger.sqlite")
+    checked = intake_inbox(ws, ledger, None, lambda m: m in REGISTERED)
+    assert [c.entry.state for c in checked] == ["validated", "validated"]
+    assert not list(ws.inbox.iterdir())
+    sources = {ledger.get(c.entry.ledger_id).source for c in checked}
+    assert "inbox:req-\\xff\\xfe\\x1b[31m.json" in sources and all(len(s) <= 206 for s in sources)

@@ -23,11 +23,13 @@ from tests.text_helpers import POS, corpus_parts
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import concept_poisoning as cp
 from unlearn_ops.methods import run_method
-from unlearn_ops.methods.base import make_config
+from unlearn_ops.methods.base import NotApplicable, make_config
+from unlearn_ops.methods.concept_poisoning import banks, pcbm, poisons, text
 from unlearn_ops.models import load_model, save_model
 from unlearn_ops.models.text import TextClassifier, embed_batched, text_classifier, tiny_text_spec, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy, fit
 from unlearn_ops.verify import utility
+from unlearn_ops.verify.report import image_png, patch_grid
 
 # small bank / analysis set: the digits model has 2×2 locations and 18 non-members per class
 FAST = {"n_concepts": 8, "analysis_per_class": 60, "examples_per_concept": 4, "epochs": 10, "lr": 3e-3}
@@ -54,7 +56,7 @@ def test_ig_on_linear_pcbm_equals_weight_times_activation():
     head = nn.Linear(12, 5)
     acts = torch.rand(40, 12)
     target = torch.randint(0, 5, (40,))
-    attr = cp.ig_attributions(head, acts, target, steps=8)
+    attr = pcbm.ig_attributions(head, acts, target, steps=8)
     expected = head.weight.detach()[target] * acts  # zero baseline: IG = W[c] ⊙ a exactly
     assert torch.allclose(attr, expected, atol=1e-5)
     # completeness: attributions sum to f(x) - f(0) for the target logit
@@ -71,12 +73,12 @@ def test_fitted_pcbm_ig_ranking_matches_weight_ranking_on_uniform_activations():
     for c in range(3):  # concept 2c fires for class c
         acts[y == c, 2 * c] += 1.0
     cfg = make_config(cp.Config, {"seed": 0})
-    head = cp.fit_pcbm(acts, y, 3, cfg)
+    head = pcbm.fit_pcbm(acts, y, 3, cfg)
     assert (head(torch.from_numpy(acts)).argmax(1).numpy() == y).mean() > 0.95
-    importance = cp.concept_importance(head, torch.from_numpy(acts), torch.from_numpy(y), 3, steps=8)
-    ranks = cp.top_concepts(importance, 1)[:, 0]
+    importance = pcbm.concept_importance(head, torch.from_numpy(acts), torch.from_numpy(y), 3, steps=8)
+    ranks = pcbm.top_concepts(importance, 1)[:, 0]
     assert ranks.tolist() == [0, 2, 4]
-    assert cp.top_concepts(head.weight.detach().numpy(), 1)[:, 0].tolist() == [0, 2, 4]
+    assert pcbm.top_concepts(head.weight.detach().numpy(), 1)[:, 0].tolist() == [0, 2, 4]
 
 
 def test_binary_pcbm_head_reproduces_sklearn_probabilities():
@@ -86,7 +88,7 @@ def test_binary_pcbm_head_reproduces_sklearn_probabilities():
     acts = rng.random((100, 4)).astype(np.float32)
     y = (acts[:, 0] > 0.5).astype(np.int64)
     cfg = make_config(cp.Config, {})
-    head = cp.fit_pcbm(acts, y, 2, cfg)
+    head = pcbm.fit_pcbm(acts, y, 2, cfg)
     clf = SGDClassifier(loss="log_loss", penalty="elasticnet", alpha=cfg.pcbm_alpha, l1_ratio=cfg.pcbm_l1_ratio,
                         max_iter=cfg.pcbm_max_iter, random_state=cfg.seed).fit(acts, y)
     ours = torch.softmax(head(torch.from_numpy(acts)), 1).detach().numpy()
@@ -98,19 +100,19 @@ def test_donor_confusion_rule_then_shared_fallback():
     ranking = np.array([[3, 1, 2], [0, 4, 3], [1, 0, 4], [2, 3, 0]])
     weight = np.zeros((4, 5))
     weight[3, 3], weight[1, 3] = 0.9, 0.5
-    d = cp.choose_donor(ranking, weight, target=0, excluded=set())
+    d = pcbm.choose_donor(ranking, weight, target=0, excluded=set())
     assert (d.donor, d.donor_concept, d.target_concept, d.rule) == (2, 1, 3, "confusion")
     # class 2 excluded (also forgotten): the next of class 0's concepts, 2, is class 3's top-1
-    d = cp.choose_donor(ranking, weight, target=0, excluded={2})
+    d = pcbm.choose_donor(ranking, weight, target=0, excluded={2})
     assert (d.donor, d.donor_concept, d.rule) == (3, 2, "confusion")
     # no confusion partner left → shared: the allowed class with the largest weight on concept 3
-    d = cp.choose_donor(ranking, weight, target=0, excluded={2, 3})
+    d = pcbm.choose_donor(ranking, weight, target=0, excluded={2, 3})
     assert (d.donor, d.donor_concept, d.target_concept, d.rule) == (1, 3, 3, "shared")
     weight[1, 3] = -1.0
     weight[2, 3] = 2.0  # excluded classes never donate, whatever their weight
-    assert cp.choose_donor(ranking, weight, target=0, excluded={2, 3}).donor == 1
-    with pytest.raises(ValueError, match="no donor"):
-        cp.choose_donor(ranking, weight, target=0, excluded={1, 2, 3})
+    assert pcbm.choose_donor(ranking, weight, target=0, excluded={2, 3}).donor == 1
+    with pytest.raises(NotApplicable, match="no donor"):
+        pcbm.choose_donor(ranking, weight, target=0, excluded={1, 2, 3})
 
 
 # ----------------------------------------------------------------------------- poisons
@@ -122,27 +124,27 @@ def test_poison_modes_paste_where_they_should():
     cfg = make_config(cp.Config, {"patch": 0.3, "center_patch": 0.4, "full_patch": 0.6})
     rng = np.random.default_rng(0)
     x, donor = _image(0.0), _image(1.0)
-    assert torch.equal(cp.poison_image(x, donor, "none", (2, 2), (5, 5), cfg, rng), x)
-    loc = cp.poison_image(x, donor, "localized", (2, 7), (5, 5), cfg, rng)
+    assert torch.equal(poisons.poison_image(x, donor, "none", (2, 2), (5, 5), cfg, rng), x)
+    loc = poisons.poison_image(x, donor, "localized", (2, 7), (5, 5), cfg, rng)
     assert loc.sum() == 9 and loc[0, 1:4, 6:9].sum() == 9  # a 3×3 donor patch centred at row 2, col 7
-    centre = cp.poison_image(x, donor, "center", (0, 0), (0, 0), cfg, rng)
+    centre = poisons.poison_image(x, donor, "center", (0, 0), (0, 0), cfg, rng)
     assert centre.sum() == 16 and centre[0, 3:7, 3:7].sum() == 16
-    full = cp.poison_image(x, donor, "full", (0, 0), (0, 0), cfg, rng)
+    full = poisons.poison_image(x, donor, "full", (0, 0), (0, 0), cfg, rng)
     assert full.sum() == 36 and full[0, 2:8, 2:8].sum() == 36
-    rand = cp.poison_image(x, donor, "random", (0, 0), (0, 0), cfg, rng)
+    rand = poisons.poison_image(x, donor, "random", (0, 0), (0, 0), cfg, rng)
     assert rand.sum() == 16
     # patches near the border are kept inside the image
-    edge = cp.poison_image(x, donor, "localized", (0, 0), (9, 9), cfg, rng)
+    edge = poisons.poison_image(x, donor, "localized", (0, 0), (9, 9), cfg, rng)
     assert edge[0, :3, :3].sum() == 9
 
 
 def test_poison_label_modes():
-    donors = {3: cp.Donor(3, 5, 0, 0, "shared")}
+    donors = {3: pcbm.Donor(3, 5, 0, 0, "shared")}
     y = torch.full((200,), 3)
     rng = np.random.default_rng(0)
-    assert cp.poison_labels(y, donors, "targeted", 10, rng).eq(5).all()
-    assert cp.poison_labels(y, donors, "keep", 10, rng).eq(3).all()
-    rand = cp.poison_labels(y, donors, "random", 10, rng)
+    assert poisons.poison_labels(y, donors, "targeted", 10, rng).eq(5).all()
+    assert poisons.poison_labels(y, donors, "keep", 10, rng).eq(3).all()
+    rand = poisons.poison_labels(y, donors, "random", 10, rng)
     assert set(rand.tolist()) == set(range(10))  # uniform over all classes, the forgotten one included
 
 
@@ -225,21 +227,32 @@ def test_poisoned_data_is_never_persisted(tiny_model, class_splits, tmp_path, mo
         assert not any(i in line for line in r.log for i in forget_ids)
         assert set(r.model.state_dict()) == set(tiny_model.state_dict())  # nothing extra rides on the model
     # the detector works: a grid made from the forget images themselves is caught
-    scores = cp.ConceptScores(torch.rand(len(splits.forget), 2), torch.full((len(splits.forget), 2), 4),
+    scores = banks.ConceptScores(torch.rand(len(splits.forget), 2), torch.full((len(splits.forget), 2), 4),
                               torch.full((len(splits.forget), 2), 4))
-    leak = cp.save_grid(cp.patch_grid(splits.forget.x, scores, [[0, 1], [2, 3]], 4), tmp_path / "leak.png")
+    patches = banks.concept_patches(splits.forget.x, scores, [[0, 1], [2, 3]], 4)
+    leak = image_png(patch_grid(patches, 4), tmp_path / "leak.png")
     assert _png_values(leak) & canary
 
 
-def test_concept_examples_and_grid_layout():
+def test_concept_examples_are_the_strongest_samples_cropped_where_the_concept_fires():
     imgs = torch.arange(4 * 36, dtype=torch.float32).reshape(4, 1, 6, 6) / (4 * 36)
-    scores = cp.ConceptScores(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5], [0.9, 0.1]]),
-                              torch.full((4, 2), 3), torch.full((4, 2), 3))
-    ex = cp.concept_examples(scores, 2)
+    scores = banks.ConceptScores(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5], [0.9, 0.1]]),
+                                 torch.full((4, 2), 3), torch.full((4, 2), 3))
+    ex = banks.concept_examples(scores, 2)
     assert ex == [[3, 1], [0, 2]]
-    grid = cp.patch_grid(imgs, scores, ex, side=2, scale=1)
-    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1)
-    assert np.allclose(grid[1:3, 1:3], imgs[3, 0, 2:4, 2:4].numpy())  # row 0, first example = image 3
+    patches = banks.concept_patches(imgs, scores, ex, side=2)
+    assert [len(row) for row in patches] == [2, 2]
+    assert torch.equal(patches[0][0], imgs[3, :, 2:4, 2:4])  # concept 0, first example = image 3 around (3, 3)
+
+
+def test_a_model_without_a_linear_head_is_not_applicable(class_splits):
+    with pytest.raises(NotApplicable, match="Linear `head`"):
+        run_method("concept_poisoning", nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), class_splits, device="cpu")
+
+
+def test_trainable_last_does_not_apply_to_images(tiny_model, class_splits):
+    with pytest.raises(NotApplicable, match="trainable=last"):
+        run_method("concept_poisoning", tiny_model, class_splits, {"trainable": "last"}, device="cpu")
 
 
 # ----------------------------------------------------------------------------- text (tiny BERT)
@@ -280,14 +293,14 @@ def test_text_concepts_rank_sentiment_words_and_lig_finds_them(tiny_text, text_d
     assert result.details["donors"]["1"]["target_concept"] == result.details["classes"]["1"]["top_concepts"][0]
     # LayerIntegratedGradients: the two most important tokens of a snippet are its sentiment words
     part = tokenized_part(tiny_text, splits.forget.subset(range(20)))
-    scores = cp.token_attributions(tiny_text, part.x, part.y, steps=32, device=torch.device("cpu"))
+    scores = text.token_attributions(tiny_text, part.x, part.y, steps=32, device=torch.device("cpu"))
     special = torch.isin(part.x, torch.tensor(tiny_text.special_ids))
     assert torch.all(scores[special] == 0)
     pos_ids = {tiny_text.tokenizer.convert_tokens_to_ids(w) for w in POS}
     top2 = torch.topk(scores, 2, dim=1).indices
     hits = np.mean([int(part.x[r, c]) in pos_ids for r in range(20) for c in top2[r].tolist()])
     assert hits >= 0.9
-    masked = cp.mask_tokens(part.x, scores, 2, tiny_text.tokenizer.mask_token_id, tiny_text.special_ids,
+    masked = text.mask_tokens(part.x, scores, 2, tiny_text.tokenizer.mask_token_id, tiny_text.special_ids,
                             tiny_text.pad_id)
     assert ((masked != part.x).sum(1) == 2).all()
     assert (masked == tiny_text.tokenizer.mask_token_id).sum() == 40
@@ -348,8 +361,8 @@ def test_text_model_save_load_roundtrip(tiny_text, tmp_path):
         assert torch.allclose(loaded(ids), tiny_text(ids), atol=1e-6)
 
 
-def test_image_modes_are_rejected_for_text(tiny_text, text_data):
-    with pytest.raises(ValueError, match="image mode"):
+def test_image_modes_do_not_apply_to_text(tiny_text, text_data):
+    with pytest.raises(NotApplicable, match="image mode"):
         run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "poison": "full"},
                    device="cpu")
 
@@ -377,7 +390,7 @@ def test_minilm_rotten_tomatoes_pipeline_runs_offline():
         TrainConfig(epochs=30, lr=1e-2, batch_size=64, device="cpu"))
 
     ids = tokenized_part(model, forget.subset(range(3)))
-    scores = cp.token_attributions(model, ids.x, ids.y, steps=32, device=torch.device("cpu"))
+    scores = text.token_attributions(model, ids.x, ids.y, steps=32, device=torch.device("cpu"))
     special = torch.isin(ids.x, torch.tensor(model.special_ids))
     baseline = torch.where(special, ids.x, torch.full_like(ids.x, model.pad_id))
     with torch.no_grad():

@@ -10,6 +10,7 @@ from tests.lm_fixtures import TINY_RETRAIN, TinyLM, tiny_lm_bundle
 from tests.methods.contract import check_contract
 from unlearn_ops.data.facts import split_qa, texts
 from unlearn_ops.methods import run_method
+from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.methods.lm_token_poisoning import Config, answer_attributions, mask_words, poison, select_words
 from unlearn_ops.models.lm import collate, encode_qa, labelled_logprobs, scored_logprobs
 
@@ -41,6 +42,12 @@ def params(name, tiny_lm, **extra):
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_contract(name, tiny_lm):
     check_contract(name, tiny_lm.model, tiny_lm.splits, params(name, tiny_lm))
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_a_classifier_is_not_applicable(name, tiny_model, class_splits):
+    with pytest.raises(NotApplicable, match="CausalLM"):
+        run_method(name, tiny_model, class_splits, device="cpu")
 
 
 @pytest.mark.parametrize("name,extra", [("lm_token_poisoning", {"epochs": 10}), ("grad_ascent", {"epochs": 5}),

@@ -7,6 +7,7 @@ import torch
 from tests.conftest import FORGET_CLASS
 from tests.methods.contract import check_contract
 from unlearn_ops.methods import run_method
+from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.training import predict_logits
 from unlearn_ops.verify import utility
 from unlearn_ops.verify.probe import embeddings
@@ -43,5 +44,5 @@ def test_the_class_is_never_predicted(tiny_model, class_splits):
 
 
 def test_item_deletion_is_refused(tiny_model, item_splits):
-    with pytest.raises(ValueError, match="whole-class deletion only"):
+    with pytest.raises(NotApplicable, match="whole-class deletion only"):
         run_method("logit_suppression", tiny_model, item_splits, device="cpu")

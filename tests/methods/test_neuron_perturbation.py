@@ -1,6 +1,8 @@
 """neuron_perturbation (LRA-NPP): contract, forgetting on the tiny digits CNN, zero-shot
 disjointness, class-only requests, relevance backends, the path edit, noise modes, the variant."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from tests.conftest import FORGET_CLASS
 from tests.methods.contract import check_contract
 from unlearn_ops.methods import neuron_perturbation as npp
 from unlearn_ops.methods import run_method
+from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.training import predict_logits
 from unlearn_ops.verify import utility
 
@@ -154,5 +157,8 @@ def test_bad_settings_are_clear_errors(tiny_model, class_splits):
         run_method("neuron_perturbation", tiny_model, class_splits, {"scope": "everything"}, device="cpu")
     with pytest.raises(ValueError, match="mode=zero only"):
         run_method("neuron_perturbation", tiny_model, class_splits, {"mode": "gauss", "prune": True}, device="cpu")
-    with pytest.raises(ValueError, match="no module"):
+    with pytest.raises(NotApplicable, match="no module"):  # a model without the head it cuts
         run_method("neuron_perturbation", tiny_model, class_splits, {"layer": "classifier"}, device="cpu")
+    with pytest.raises(NotApplicable, match="no image of class"):  # zero-shot needs non-members of the class
+        run_method("neuron_perturbation", tiny_model, replace(class_splits, nonmember=class_splits.nonmember.where(
+            class_splits.nonmember.y != FORGET_CLASS)), device="cpu")

@@ -8,6 +8,7 @@ from tests.methods.contract import check_contract
 from unlearn_ops.data.splits import Part
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods._loops import distill_kl, random_wrong_labels
+from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.methods.random_label import (
     hard_split,
     match_split,
@@ -100,10 +101,10 @@ def test_hard_relabelling_unlearns_items_and_logs_how_many(tiny_model, item_spli
 
 
 def test_hard_relabelling_refuses_a_class_deletion_and_non_images(tiny_model, class_splits):
-    with pytest.raises(ValueError, match="item deletion"):
+    with pytest.raises(NotApplicable, match="item deletion"):
         run_method("random_label", tiny_model, class_splits, {"relabel": "hard"}, device="cpu")
     flat = Part(ids=class_splits.forget.ids, x=class_splits.forget.x.flatten(1), y=class_splits.forget.y)
-    with pytest.raises(ValueError, match="needs images"):
+    with pytest.raises(NotApplicable, match="needs images"):
         shift_confidence(tiny_model, flat)
 
 
@@ -141,7 +142,7 @@ def test_match_unlearns_items_logs_hard_and_soft_counts_and_refuses_a_class(tiny
     assert result.details["relabelled"] > 0 and result.details["softened"] >= 0
     assert result.details["relabelled"] + result.details["softened"] < len(item_splits.forget)
     check_item_deletion("random_label", tiny_model, item_splits, params)
-    with pytest.raises(ValueError, match="'match' is for item deletion"):
+    with pytest.raises(NotApplicable, match="'match' is for item deletion"):
         run_method("random_label", tiny_model, class_splits, params, device="cpu")
 
 

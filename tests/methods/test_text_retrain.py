@@ -7,6 +7,7 @@ from tests.methods.contract import check_contract
 from tests.text_helpers import corpus_parts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import METHODS, is_exact, run_method
+from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.models import build_model, state_fingerprint
 from unlearn_ops.models.text import TextClassifier, fit_head, tiny_text_spec, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy
@@ -66,5 +67,5 @@ def test_equals_the_build_without_the_forget_set(original, data):
 
 
 def test_rejects_an_image_classifier(tiny_model, class_splits):
-    with pytest.raises(TypeError, match="TextClassifier"):
+    with pytest.raises(NotApplicable, match="TextClassifier"):
         run_method(NAME, tiny_model, class_splits, FAST, device="cpu")

@@ -7,7 +7,6 @@ import pytest
 from tasks.validation import DataValidationError, StoreExpectations, validate_store, validate_store_task
 from unlearn_ops.data.sources import load_digits
 from unlearn_ops.data.store import SampleStore, build_store
-from unlearn_ops.utils import atomic_save_npy
 
 LOOSE = StoreExpectations(0.05, 0.2)
 
@@ -45,7 +44,7 @@ def test_duplicate_ids_and_bad_manifest_fail(store):
 def test_nan_pixels_and_class_imbalance_fail(store):
     payload = store.payload().astype(np.float32)
     payload[5, 0, 0, 0] = np.nan
-    atomic_save_npy(store.root / "payload.npy", payload)
+    store.rewrite_payload(payload)
     report = validate_store(SampleStore(store.root), StoreExpectations(0.099, 0.101))
     failed = {(f["expectation"], f["kwargs"].get("column")) for f in report["failures"]}
     assert ("expect_column_values_to_not_be_null", "value_min") in failed

@@ -26,12 +26,12 @@ import pytest
 import torch
 import yaml
 
-from tasks.env import project_root
 from unlearn_ops.data.sources import FMNIST_FILES, find_fashion_mnist
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.models import build_model
 from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.utils import project_root
 from unlearn_ops.verify import check, production_metrics
 from unlearn_ops.verify.probe import feature_probe
 from unlearn_ops.verify.suite import relearn_metrics

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 from tests.conftest import FORGET_CLASS
-from unlearn_ops.verify.report import loss_histograms_png, per_class_accuracy_png, report_pngs, roc_png
+from unlearn_ops.verify.report import (
+    image_png,
+    loss_histograms_png,
+    patch_grid,
+    per_class_accuracy_png,
+    report_pngs,
+    roc_png,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,3 +42,17 @@ def test_report_for_a_model(tiny_model, class_retrained, class_splits, tmp_path)
     assert set(paths) == {"roc", "loss_hist", "per_class"}
     assert all(is_png(p) for p in paths.values())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())  # nothing else
+
+
+def test_patch_grid_lays_out_rows_with_gaps_and_enlarges_by_repetition(tmp_path):
+    patches = [[torch.full((1, 2, 2), 0.1), torch.full((1, 2, 2), 0.2)], [torch.full((1, 2, 2), 0.3)]]
+    grid = patch_grid(patches, side=2, scale=1)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1)
+    assert np.allclose(grid[1:3, 1:3], 0.1) and np.allclose(grid[1:3, 4:6], 0.2) and np.allclose(grid[4:6, 1:3], 0.3)
+    assert np.allclose(grid[0], 1.0) and np.allclose(grid[4:6, 4:6], 1.0)  # gaps and missing cells stay white
+    big = patch_grid(patches, side=2, scale=3)
+    assert big.shape == (21, 21) and np.allclose(big[3:9, 3:9], 0.1)
+    rgb = patch_grid([[torch.rand(3, 2, 2)]], side=2, scale=1)
+    assert rgb.shape == (4, 4, 3)
+    path = image_png(grid.repeat(40, 0).repeat(40, 1), tmp_path / "sub" / "grid.png")
+    assert is_png(path)

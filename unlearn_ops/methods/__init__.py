@@ -1,12 +1,14 @@
-"""The METHODS registry: one explicit dict, name → module with `Config` and `unlearn`.
+"""The METHODS registry: one explicit dict, name → module with `Config`, `unlearn`, `EXACT` and
+`REQUEST_KINDS` (the contract of `methods/base.py`).
 
-One name per method everywhere: file `methods/<name>.py`, key `<name>` here, section
-`unlearn.<name>` in params.yaml, page `docs/methods/<name>.md`.
+One name per method everywhere: module `methods/<name>.py` (or package `methods/<name>/`), key
+`<name>` here, section `unlearn.<name>` in params.yaml, page `docs/methods/<name>.md`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -64,14 +66,23 @@ TEST_ONLY = frozenset({"noop"})
 
 
 def is_exact(name: str) -> bool:
-    """Whether `name` is exact unlearning (its module sets `EXACT = True`: retraining without the data)."""
-    return bool(getattr(get_method(name), "EXACT", False))
+    """Whether `name` is exact unlearning (its module's `EXACT`: retraining without the data)."""
+    return get_method(name).EXACT
 
 
 def get_method(name: str) -> ModuleType:
     if name not in METHODS:
         raise KeyError(f"unknown unlearning method {name!r}; registered: {sorted(METHODS)}")
     return METHODS[name]
+
+
+def method_params(name: str, overrides: Mapping[str, Any] | None, build: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings `name` runs with on a model: for an exact method, the schedule of the model's
+    build section (its module's `schedule_from_build`; `build` None = none given, Config defaults),
+    then `overrides` (params.yaml `unlearn.<name>`) on top."""
+    module = get_method(name)
+    schedule = module.schedule_from_build(build) if module.EXACT and build is not None else {}
+    return {**schedule, **dict(overrides or {})}
 
 
 def run_method(name: str, model: nn.Module, splits: Splits, params: dict[str, Any] | None = None,
@@ -86,4 +97,4 @@ def run_method(name: str, model: nn.Module, splits: Splits, params: dict[str, An
     return result
 
 
-__all__ = ["METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "run_method"]
+__all__ = ["METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "is_exact", "method_params", "run_method"]

@@ -13,7 +13,6 @@ import copy
 import math
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -66,23 +65,9 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def forget_class_set(forget: Part, retain: Part) -> list[int]:
-    """Classes present in the forget set and absent from the retain set (a whole-class deletion)."""
-    f = set(torch.unique(forget.y).tolist())
-    r = set(torch.unique(retain.y).tolist()) if len(retain) else set()
-    return sorted(f - r)
-
-
 def take(part: Part, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Tensors of `part` at `idx`, moved to `device`."""
     return part.x[idx].to(device), part.y[idx].to(device)
-
-
-def sample_part(part: Part, max_samples: int, seed: int) -> Part:
-    """`part` itself, or a seeded random subset of `max_samples` (0 = no cap)."""
-    if max_samples <= 0 or len(part) <= max_samples:
-        return part
-    return part.subset(np.sort(np.random.default_rng(seed).permutation(len(part))[:max_samples]))
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -42,13 +42,23 @@ import torch
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import (
+    NotApplicable,
+    UnlearnResult,
+    check_choices,
+    check_positive,
+    fresh_copy,
+    require_model,
+)
 from unlearn_ops.models.gan import GAN, bce_logits, d_scores, generate, latent
 from unlearn_ops.training import predict_logits
 from unlearn_ops.utils import resolve_device
 
 MODES = ("auto", "item", "class")
 SUBSTITUTIONS = ("retain_sample", "generated_filtered")
+
+EXACT = False
+REQUEST_KINDS: tuple[str, ...] = ("class", "samples", "subject")  # GAN stores have no concept groups
 
 
 @dataclass(frozen=True)
@@ -75,14 +85,17 @@ class Config:
     filter_pool: int = 2000               # generated_filtered, item mode: retained images the nearest-neighbour test compares with
     seed: int = 0                         # batch order, latent draws and substitute choice
 
+    def __post_init__(self) -> None:
+        check_choices(self, {"mode": MODES, "substitution": SUBSTITUTIONS})
+        check_positive(self, "epochs", "class_epochs", "lr_d", "lr_g", "class_lr_d", "class_lr_g", "batch_size",
+                       "stop_samples", "filter_oversample", "filter_pool")
+
 
 def resolve_mode(cfg: Config, splits: Splits) -> str:
     """`auto`: class mode when no retained image carries a forget-set class (a whole class is gone)."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
     if cfg.mode != "auto":
         return cfg.mode
-    return "class" if not np.isin(splits.retain.y.numpy(), splits.forget_classes).any() else "item"
+    return "class" if splits.is_class_deletion else "item"
 
 
 def _nearest_is_forget(candidates: torch.Tensor, forget: torch.Tensor, retain: torch.Tensor) -> torch.Tensor:
@@ -105,8 +118,8 @@ def substitutes(gan: GAN, splits: Splits, mode: str, cfg: Config, reference: nn.
     candidates = generate(gan, n * cfg.filter_oversample, seed)
     if mode == "class":
         if reference is None:
-            raise ValueError("generated_filtered in class mode needs a reference classifier: attach one to the "
-                             "GAN (GAN.attach_reference) or pass reference=")
+            raise NotApplicable("cascaded_gan: generated_filtered in class mode needs a reference classifier: attach "
+                                "one to the GAN (GAN.attach_reference) or pass reference=")
         pred = predict_logits(reference, candidates).argmax(1).numpy()
         keep = ~np.isin(pred, splits.forget_classes)
     else:
@@ -131,12 +144,9 @@ def _stop_means(gan: GAN, forget_x: torch.Tensor, z: torch.Tensor) -> tuple[floa
 
 def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
             reference: nn.Module | None = None) -> UnlearnResult:
-    if not isinstance(model, GAN):
-        raise TypeError(f"cascaded_gan unlearns a GAN container, not {type(model).__name__}")
+    require_model(model, GAN, "cascaded_gan unlearns a GAN container")
     if len(splits.forget) == 0:
-        raise ValueError("cascaded_gan needs a non-empty forget set")
-    if cfg.substitution not in SUBSTITUTIONS:
-        raise ValueError(f"substitution must be one of {SUBSTITUTIONS}, not {cfg.substitution!r}")
+        raise NotApplicable("cascaded_gan: the forget set is empty, there is nothing to unlearn")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     mode = resolve_mode(cfg, splits)

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.training import TrainConfig, fit
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, check_choices, check_positive, fresh_copy
+from unlearn_ops.training import OPTIMIZERS, TrainConfig, fit
+
+EXACT = False  # the result has seen the forget set: gates need statistical evidence
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,10 @@ class Config:
     batch_size: int = 128
     optimizer: str = "adam"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size")
+        check_choices(self, {"optimizer": OPTIMIZERS})
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:

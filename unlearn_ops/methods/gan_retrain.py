@@ -9,37 +9,65 @@ still hold a model fitted on the forgotten images.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import (
+    ALL_KINDS,
+    NotApplicable,
+    UnlearnResult,
+    build_values,
+    check_positive,
+    fresh_copy,
+    require_model,
+)
 from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, train_gan
 from unlearn_ops.training import TrainConfig, fit, reinitialize
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
 class Config:
-    epochs: float = 30               # the build's schedule (params.yaml gan.gan), for a fair reference
-    batch_size: int = 64
-    lr_g: float = 5e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    retrain_reference: bool = True   # also refit the attached reference classifier on the retain set
-    reference_epochs: float = 10     # its schedule (params.yaml gan.reference)
+    # The pipeline takes the schedule from the model's build section (`schedule_from_build`:
+    # params.yaml `gan.gan`, `gan.reference` and `gan.seed`, for a fair reference); these
+    # defaults serve direct calls and equal the build's.
+    epochs: float = 30               # passes over the retained images
+    batch_size: int = 64             # real (and generated) images per step
+    lr_g: float = 5e-4               # Adam learning rate of G
+    lr_d: float = 2e-4               # Adam learning rate of D
+    beta1: float = 0.5               # Adam β1 of DCGAN training
+    retrain_reference: bool = True   # also refit the attached reference classifier on the retain set: it saw
+    #                                  the forgotten images too
+    reference_epochs: float = 10     # the reference classifier's schedule
     reference_lr: float = 1e-3
     reference_batch_size: int = 128
-    seed: int = 0
+    seed: int = 0                    # weight init, data order and latent draws of both trainings
+
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "batch_size", "lr_g", "lr_d", "reference_epochs", "reference_lr",
+                       "reference_batch_size")
+
+
+def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
+    """The GAN build's schedule (params.yaml `gan`: its DCGAN training `gan`, its reference
+    classifier's `reference` and its seed) as Config fields."""
+    return {**build_values("gan_retrain", build, {k: k for k in ("epochs", "batch_size", "lr_g", "lr_d", "beta1")},
+                           part="gan"),
+            **build_values("gan_retrain", build, {"reference_epochs": "epochs", "reference_lr": "lr",
+                                                  "reference_batch_size": "batch_size"}, part="reference"),
+            **build_values("gan_retrain", build, {"seed": "seed"})}
 
 
 def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    if not isinstance(model, GAN):
-        raise TypeError(f"gan_retrain retrains a GAN container, not {type(model).__name__}")
+    require_model(model, GAN, "gan_retrain retrains a GAN container")
     if len(splits.retain) == 0:
-        raise ValueError("gan_retrain needs a non-empty retain set")
+        raise NotApplicable("gan_retrain: the retain set is empty, there is nothing to train on")
     gan = init_weights(fresh_copy(model), cfg.seed)
     logs: list[str] = []
     details: dict = {"retain_size": len(splits.retain)}

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import mean_nll, text_set, trainable_copy, unlearning_loop
-from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.methods.base import ITEM_KINDS, UnlearnResult, check_positive, require_model
 from unlearn_ops.models.lm import CausalLM
+
+EXACT = False
+REQUEST_KINDS = ITEM_KINDS  # a person's or chosen QA pairs; LMs have no classes
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,12 @@ class Config:
     grad_clip: float = 1.0      # max gradient norm per step
     seed: int = 0               # data order
 
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size", "max_len")
+
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    require_model(model, CausalLM, "grad_ascent unlearns a causal language model (CausalLM)")
     new = trainable_copy(model, cfg.seed, device)
     forget = text_set(new, texts(splits.forget.x), cfg.max_len)
     logs = unlearning_loop(new, len(forget), lambda f, _r: -mean_nll(new, forget, f), epochs=cfg.epochs,

@@ -10,24 +10,31 @@ only (`CausalLM`); the base checkpoint is read with safetensors from `base_dir`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import LMTrainConfig, fit_lm
-from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, build_values, check_positive, require_model
 from unlearn_ops.models.lm import CausalLM, load_lm, resolve_dir, same_prefix
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
+TRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "max_len", "grad_clip", "train_head", "seed")
 
 
 @dataclass(frozen=True)
 class Config:
+    # The pipeline takes base_dir and the fine-tune's schedule from the model's build section
+    # (`schedule_from_build`: params.yaml `llm.base_dir` and `llm.train`, for a fair reference);
+    # these defaults serve direct calls and equal the build's.
     base_dir: str = "data/models/smollm2-135m"  # the pretrained checkpoint the build fine-tuned (project-relative)
-    epochs: int = 12            # same schedule as the build (params.yaml llm.train), for a fair reference
-    lr: float = 1e-3            # AdamW learning rate of the top blocks
+    epochs: int = 6             # passes over the retained QA pairs
+    lr: float = 2e-3            # AdamW learning rate of the top blocks
     batch_size: int = 8         # QA pairs per step
     weight_decay: float = 0.0   # AdamW weight decay
     max_len: int = 64           # tokens per QA pair
@@ -35,8 +42,18 @@ class Config:
     train_head: bool = False    # also train the (untied) LM head, as the build did
     seed: int = 0               # data order
 
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size", "max_len")
+
+
+def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
+    """The LM build's fine-tune (params.yaml `llm.train`) and base checkpoint (`llm.base_dir`) as Config fields."""
+    return {**build_values("lm_retrain", build, {"base_dir": "base_dir"}),
+            **build_values("lm_retrain", build, {k: k for k in TRAIN_FIELDS}, part="train")}
+
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    require_model(model, CausalLM, "lm_retrain repeats the fine-tune of a causal language model (CausalLM)")
     base = load_lm(resolve_dir(cfg.base_dir), trainable_blocks=model.trainable_blocks)
     if not same_prefix(base, model):
         raise ValueError(f"{cfg.base_dir} is not this model's base: the frozen blocks differ")

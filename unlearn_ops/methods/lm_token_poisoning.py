@@ -37,7 +37,7 @@ import torch
 from unlearn_ops.data.facts import split_qa, texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import TextSet, mean_nll, text_set, trainable_copy, unlearning_loop
-from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.methods.base import ITEM_KINDS, UnlearnResult, check_choices, check_positive, require_model
 from unlearn_ops.models.lm import (
     CausalLM,
     Encoded,
@@ -48,6 +48,9 @@ from unlearn_ops.models.lm import (
     stack_states,
     top_hidden,
 )
+
+EXACT = False
+REQUEST_KINDS = ITEM_KINDS  # a person's or chosen QA pairs; LMs have no classes
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,10 @@ class Config:
     seed: int = 0                   # data order
 
     def __post_init__(self) -> None:
-        if self.ig_layer not in ("embeddings", "prefix"):
-            raise ValueError(f"ig_layer must be 'embeddings' or 'prefix', got {self.ig_layer!r}")
-        if self.style not in ("mask", "refusal"):
-            raise ValueError(f"style must be 'mask' or 'refusal', got {self.style!r}")
-        if self.top_k < 1 or self.ig_steps < 2:
-            raise ValueError("top_k must be >= 1 and ig_steps >= 2")
+        check_choices(self, {"ig_layer": ("embeddings", "prefix"), "style": ("mask", "refusal")})
+        check_positive(self, "top_k", "ig_batch", "epochs", "lr", "batch_size", "max_len")
+        if self.ig_steps < 2:
+            raise ValueError(f"lm_token_poisoning: ig_steps must be >= 2, not {self.ig_steps!r}")
 
 
 WORD = re.compile(r"\w+(?:['’\-]\w+)*")
@@ -187,6 +188,7 @@ def poison(model: CausalLM, forget_texts: list[str], cfg: Config) -> tuple[list[
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     import time
 
+    require_model(model, CausalLM, "lm_token_poisoning unlearns a causal language model (CausalLM)")
     new = trainable_copy(model, cfg.seed, device)
     start = time.perf_counter()
     poisoned, info = poison(new, texts(splits.forget.x), cfg)

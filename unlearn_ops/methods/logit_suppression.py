@@ -21,15 +21,16 @@ output weights).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods._loops import forget_class_set
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import NotApplicable, UnlearnResult, fresh_copy
 
+EXACT = False
 # Request kinds this method can serve (benchmarks and policies skip it for the others).
 REQUEST_KINDS: tuple[str, ...] = ("class",)
 
@@ -40,17 +41,22 @@ class Config:
     # plain "zero the weights and bias" edit (the class logit becomes the constant 0)
     seed: int = 0              # unused (the edit is deterministic); kept for a uniform interface
 
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.bias):
+            raise ValueError(f"logit_suppression: bias must be a finite number, not {self.bias!r}")
+
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    classes = forget_class_set(splits.forget, splits.retain)
-    present = sorted(set(torch.unique(splits.forget.y).tolist()))
-    if not classes or classes != present:
-        partial = sorted(set(present) - set(classes))
-        raise ValueError("logit_suppression handles whole-class deletion only: the retain set still holds "
-                         f"classes {partial} of the forget set (use another method for item deletion)")
-    head = getattr(model, "head", None)
-    if not isinstance(head, nn.Linear):
-        raise TypeError("logit_suppression needs a model whose last layer is `head: nn.Linear`")
+    if len(splits.forget) == 0:
+        raise NotApplicable("logit_suppression: the forget set is empty, there is no class to suppress")
+    if not splits.is_class_deletion:
+        partial = sorted(set(splits.forget_classes) - set(splits.removed_classes))
+        raise NotApplicable("logit_suppression handles whole-class deletion only: the retain set still holds "
+                            f"classes {partial} of the forget set (use another method for item deletion)")
+    if not isinstance(getattr(model, "head", None), nn.Linear):
+        raise NotApplicable(f"logit_suppression needs a model whose last layer is `head: nn.Linear`, "
+                            f"not {type(model).__name__}")
+    classes = splits.removed_classes
     new = fresh_copy(model)
     with torch.no_grad():
         idx = torch.as_tensor(classes, dtype=torch.long, device=new.head.weight.device)

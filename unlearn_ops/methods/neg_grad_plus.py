@@ -26,11 +26,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part, Splits
-from unlearn_ops.methods._loops import paired_batches, sample_part, schedule_steps, take, trainable
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.training import TrainConfig, accuracy, make_optimizer
+from unlearn_ops.methods._loops import paired_batches, schedule_steps, take, trainable
+from unlearn_ops.methods.base import (
+    ALL_KINDS,
+    NotApplicable,
+    UnlearnResult,
+    check_choices,
+    check_positive,
+    fresh_copy,
+)
+from unlearn_ops.training import OPTIMIZERS, TrainConfig, accuracy, make_optimizer
 from unlearn_ops.utils import resolve_device
 from unlearn_ops.verify.mia import matched_nonmembers
+
+EXACT = False
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,12 @@ class Config:
     check_samples: int = 1000  # forget / non-member samples per check (seeded subsets; 0 = all)
     seed: int = 0              # batch order
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"neg_grad_plus: alpha must be in [0, 1], not {self.alpha!r}")
+        check_positive(self, "epochs", "lr", "batch_size", "retain_batch_size", "check_every")
+        check_choices(self, {"optimizer": OPTIMIZERS})
+
 
 class _Stop:
     """The stopping rule: forget accuracy has reached the non-members' (both on fixed subsets)."""
@@ -57,10 +73,10 @@ class _Stop:
     def __init__(self, splits: Splits, cfg: Config) -> None:
         nonmember = matched_nonmembers(splits.forget, splits.nonmember)
         if len(nonmember) == 0:
-            raise ValueError("neg_grad_plus stop_at_nonmember_accuracy needs non-members of the forget set's "
-                             "classes (Splits.nonmember is empty for them)")
-        self.forget: Part = sample_part(splits.forget, cfg.check_samples, cfg.seed)
-        self.nonmember: Part = sample_part(nonmember, cfg.check_samples, cfg.seed + 1)
+            raise NotApplicable("neg_grad_plus stop_at_nonmember_accuracy needs non-members of the forget set's "
+                                "classes (Splits.nonmember is empty for them)")
+        self.forget: Part = splits.forget.sample(cfg.check_samples, cfg.seed)
+        self.nonmember: Part = nonmember.sample(cfg.check_samples, cfg.seed + 1)
 
     def reached(self, model: nn.Module) -> tuple[bool, float, float]:
         f, n = accuracy(model, self.forget), accuracy(model, self.nonmember)  # eval mode, then restored
@@ -68,8 +84,6 @@ class _Stop:
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    if not 0.0 <= cfg.alpha <= 1.0:
-        raise ValueError(f"neg_grad_plus alpha must be in [0, 1], got {cfg.alpha}")
     dev = resolve_device(device)
     new = fresh_copy(model).to(dev).train()
     opt = make_optimizer(trainable(new), TrainConfig(lr=cfg.lr, optimizer=cfg.optimizer))

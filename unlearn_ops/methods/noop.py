@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, fresh_copy
+
+EXACT = False
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)

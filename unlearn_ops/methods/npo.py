@@ -18,8 +18,11 @@ from torch.nn import functional as F
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import mean_nll, sequence_logprob, text_set, trainable_copy, unlearning_loop
-from unlearn_ops.methods.base import UnlearnResult
+from unlearn_ops.methods.base import ITEM_KINDS, UnlearnResult, check_positive, require_model
 from unlearn_ops.models.lm import CausalLM, scored_logprobs
+
+EXACT = False
+REQUEST_KINDS = ITEM_KINDS  # a person's or chosen QA pairs; LMs have no classes
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class Config:
     grad_clip: float = 1.0      # max gradient norm per step
     seed: int = 0               # data order
 
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size", "max_len", "beta")
+
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
     """Mean over the batch of −(2/β)·log σ(−β·(logp − ref_logp))."""
@@ -42,6 +48,7 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.T
 
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
+    require_model(model, CausalLM, "npo unlearns a causal language model (CausalLM)")
     new = trainable_copy(model, cfg.seed, device)
     forget = text_set(new, texts(splits.forget.x), cfg.max_len)
     retain = text_set(new, texts(splits.retain.x), cfg.max_len)

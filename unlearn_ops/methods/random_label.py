@@ -1,72 +1,13 @@
 """`random_label` (RL): fine-tune with random wrong labels on the forget set, true labels on the retain set.
 
-Paper: Golatkar, Achille, Soatto, "Eternal Sunshine of the Spotless Net" (CVPR'20) introduced
-random relabelling as a baseline; the OPTML-Group protocol (Sparse NeurIPS'23, SalUn ICLR'24)
-made it a standard one, and SalUn is RL restricted to salient weights (`salun.py` reuses
-`relabel_steps` below). Each forget sample gets one random label ≠ its true label (drawn once,
-seeded); each step trains on a forget batch with those labels plus a retain batch with true
-labels (one mean CE over both). The retain batch keeps utility; the wrong labels erase what the
-model knew about the forget samples. Works for class and item deletion alike.
-
-`repair_steps` (default 0 = the published RL) adds retain-only steps after the relabel steps, to
-win back the retain / test accuracy the wrong labels cost on a memorizing model (random10: −6
-points). Measured there (docs/methods/random_label.md): it does win them back, but the forget
-samples' accuracy climbs back with them (91 → 96–97 %, retrained 88 %), so RL's item forgetting
-is largely general damage that the repair undoes; Avg. Gap got worse. Kept for that audit.
-
-`labels: nearest` gives each forget sample the class the original finds most likely after the
-true one (Boundary Shrink's choice, Chen et al. CVPR'23) instead of a random wrong class: the
-samples a retrained model gets wrong are mostly confused with a neighbouring class, while a random
-class pulls against features the whole class shares.
-
-`retain_loss: kl` replaces the retain batch's cross-entropy with distillation from the original
-model (KL at temperature `kd_T`, SCRUB's retain term). Why: on a memorizing model the retain
-samples' CE is ≈ 0, so the true-label term pushes back only once a retain sample is already
-misclassified, while the KL keeps the whole output distribution — the dark knowledge the wrong
-labels erode — anchored from the first step.
-
-`relabel: hard` (item deletion) relabels only as many forget samples as a model that never saw
-them would get wrong — the original's error rate on non-members of the same classes — choosing
-those the original recognises worst under one-pixel shifts; the other forget samples take part in
-no loss. Why: a retrained model errs on ≈ its test error rate of the forget set
-(random10: 12.2 % vs 12.6 %) and stays confident on the rest, while relabelling every sample
-lowers the confidence of all of them. On the memorizing Fashion-MNIST CNN a one-pixel shift takes
-the memorization away (forget 81 % vs test 79 % accuracy; unshifted 99.7 % vs 89 %), so low
-shifted confidence marks a sample known only by heart. Measured (random10, docs/methods/random_label.md):
-all three together: Avg. Gap 1.45 pp at 13×.
-
-`relabel: match` (item deletion) goes one step further: a model that never saw the forget samples
-is not only wrong on a share of them, it is also unsure of some it gets right (random10: 5–7 % of
-the forget set has a true-label probability in 0.5–0.9 under the retrained model, under 1 % under
-`hard`). So the forget samples, ranked by one-pixel-shift confidence, take the original's
-true-label confidence on non-members, quantile for quantile, as their target. A target whose most
-likely class is another one becomes a hard label on that class, the one the original finds most
-likely under the shifts (soft targets there do not flip the sample in the steps we run); a target
-whose true-label probability is below `match_below` is fitted as a soft target (that probability on
-the true class, the rest spread as the original's shifted predictions); the samples above it take
-part in no loss, as under `hard`. `labels` is not used.
-
-`soft_weight` (relabel: match; default 1) weights the soft-target samples' loss. Why: a soft target
-pulls with the gradient p − t, a few tenths at most, while a hard label pulls with about 1, so in the
-30 steps the soft samples stop short (random10 seeds 10 and 0: true-label probability 0.82–0.84 on
-average against 0.72–0.73 targeted), and the forget set keeps too few right-but-unsure samples: the
-MIA-Efficacy shortfall under the retrained model (docs/benchmarks/random10-seed10-variants.md, round 6).
-
-`guard_steps` (default 0 = off) finds the collateral of the relabelling and holds it: after the
-relabel steps, one pass over the retain set finds the retain samples the model now gets wrong, and
-`guard_steps` more steps (forget batches as before) draw half of each retain batch from them. Why: on
-a memorizing model the wrong labels flip about 1 % of the retain set (random10 seed 10: 98 samples,
-61 % of them to the new label of the pixel-nearest relabelled sample), samples a retrained model still
-gets right; a random retain batch of 128 out of 9 000 rarely contains them, and cheaper ways to aim
-the retain batch (pixel neighbours, replaying samples seen wrong) missed them
-(docs/benchmarks/random10-seed10-variants.md, round 4). The pass costs about what 10 steps do (random10,
-one thread: 3 s), so the tuned setting halves the retain batch to pay for it. Measured (round 5): it
-wins back 0.3–0.45 points of retain accuracy and loses about as much MIA-Efficacy, so the Avg. Gap to
-the retrained model does not move; kept for users who weigh retain accuracy higher.
+Golatkar et al. (CVPR'20) as standardised by the OPTML-Group protocol; `salun` reuses `relabel_steps`.
+The item-deletion options (`labels`, `relabel`, `retain_loss`, `soft_weight`, `guard_steps`,
+`repair_steps`), why they exist and what they measured: docs/methods/random_label.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -77,19 +18,30 @@ from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods._loops import (
     cycle_indices,
     distill_kl,
-    forget_class_set,
     frozen_copy,
     paired_batches,
     random_wrong_labels,
-    sample_part,
     schedule_steps,
     take,
     trainable,
 )
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.training import TrainConfig, accuracy, make_optimizer, predict_logits
+from unlearn_ops.methods.base import (
+    ALL_KINDS,
+    NotApplicable,
+    UnlearnResult,
+    check_choices,
+    check_positive,
+    fresh_copy,
+    method_of,
+)
+from unlearn_ops.training import OPTIMIZERS, TrainConfig, accuracy, make_optimizer, predict_logits
 from unlearn_ops.utils import resolve_device
 from unlearn_ops.verify.mia import matched_nonmembers, true_label_confidence
+
+EXACT = False
+REQUEST_KINDS = ALL_KINDS  # relabel: hard / match serve item deletions only (NotApplicable on a class)
+CHOICES = {"labels": ("random", "nearest"), "relabel": ("all", "hard", "match"), "retain_loss": ("ce", "kl"),
+           "optimizer": OPTIMIZERS}
 
 
 @dataclass(frozen=True)
@@ -102,13 +54,26 @@ class Config:
     optimizer: str = "adam"    # adam | sgd
     repair_steps: int = 0      # retain-only steps (true labels) after the relabel steps; 0 = RL as published
     labels: str = "random"     # random (as published) | nearest (the original's most likely wrong class)
-    relabel: str = "all"       # all (as published) | hard | match (item deletion: see above)
+    relabel: str = "all"       # all (as published) | hard | match (item deletion only; see the docs page)
     match_below: float = 0.9   # relabel: match fits targets below this true-label probability, leaves the rest
-    soft_weight: float = 1.0   # relabel: match: weight of the soft-target samples' loss (see above)
-    retain_loss: str = "ce"    # ce (true labels, as published) | kl (distil the original's outputs, see above)
+    soft_weight: float = 1.0   # relabel: match: weight of the soft-target samples' loss (1 = unweighted)
+    retain_loss: str = "ce"    # ce (true labels, as published) | kl (distil the original's outputs)
     kd_T: float = 4.0          # temperature of the kl retain loss (SCRUB's)
-    guard_steps: int = 0       # extra steps holding the retain samples the relabel steps got wrong (see above)
+    guard_steps: int = 0       # extra steps holding the retain samples the relabel steps got wrong (0 = off)
     seed: int = 0              # random labels and batch order
+
+    def __post_init__(self) -> None:
+        check_choices(self, CHOICES)
+        check_positive(self, "epochs", "lr", "batch_size", "retain_batch_size", "kd_T")
+        if self.guard_steps < 0 or self.repair_steps < 0:
+            raise ValueError(f"{method_of(self)}: guard_steps and repair_steps must be ≥ 0, not "
+                             f"{self.guard_steps!r} / {self.repair_steps!r}")
+        if not 0.0 < self.match_below <= 1.0:
+            raise ValueError(f"{method_of(self)}: match_below must be a probability in (0, 1], not {self.match_below!r}")
+        if self.soft_weight != 1.0 and (self.relabel != "match" or self.soft_weight <= 0):
+            raise ValueError(f"{method_of(self)}: soft_weight weights the soft targets of relabel 'match': it needs "
+                             f"relabel 'match' and a weight > 0 (got relabel {self.relabel!r}, soft_weight "
+                             f"{self.soft_weight!r})")
 
 
 def nearest_wrong_labels(model: nn.Module, forget: Part) -> torch.Tensor:
@@ -119,7 +84,6 @@ def nearest_wrong_labels(model: nn.Module, forget: Part) -> torch.Tensor:
     return logits.argmax(1)
 
 
-CHOICES = {"labels": ("random", "nearest"), "relabel": ("all", "hard", "match"), "retain_loss": ("ce", "kl")}
 SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # one pixel right, left, down, up
 NONMEMBER_SAMPLES = 5000  # enough to estimate an error rate to ±0.5 point, a fraction of the pool's cost
 
@@ -127,7 +91,8 @@ NONMEMBER_SAMPLES = 5000  # enough to estimate an error rate to ±0.5 point, a f
 def shift_probs(model: nn.Module, part: Part) -> torch.Tensor:
     """Per image, `model`'s softmax averaged over the four one-pixel shifts, shape (n, classes)."""
     if part.x.dim() != 4:
-        raise ValueError(f"relabel 'hard' / 'match' needs images (N, C, H, W), got inputs of shape {tuple(part.x.shape)}")
+        raise NotApplicable(f"relabel 'hard' / 'match' needs images (N, C, H, W), got inputs of shape "
+                            f"{tuple(part.x.shape)}")
     return torch.stack([torch.softmax(predict_logits(model, torch.roll(part.x, shift, dims=(2, 3))), 1)
                         for shift in SHIFTS]).mean(0)
 
@@ -139,11 +104,11 @@ def shift_confidence(model: nn.Module, part: Part) -> torch.Tensor:
 
 def nonmember_sample(splits: Splits, how: str) -> Part:
     """Up to NONMEMBER_SAMPLES non-members of the forget set's classes: what `hard` / `match` imitate."""
-    if forget_class_set(splits.forget, splits.retain):
-        raise ValueError(f"relabel {how!r} is for item deletion; a whole-class deletion relabels every sample")
-    nonmember = sample_part(matched_nonmembers(splits.forget, splits.nonmember), NONMEMBER_SAMPLES, seed=0)
+    if splits.removed_classes:
+        raise NotApplicable(f"relabel {how!r} is for item deletion; a whole-class deletion relabels every sample")
+    nonmember = matched_nonmembers(splits.forget, splits.nonmember).sample(NONMEMBER_SAMPLES, seed=0)
     if len(nonmember) == 0:
-        raise ValueError(f"relabel {how!r} needs non-members of the forget set's classes (splits.nonmember)")
+        raise NotApplicable(f"relabel {how!r} needs non-members of the forget set's classes (splits.nonmember)")
     return nonmember
 
 
@@ -191,112 +156,136 @@ def retain_wrong(model: nn.Module, retain: Part) -> torch.Tensor:
     return torch.nonzero(predict_logits(model, retain.x).argmax(1) != retain.y).flatten()
 
 
-def relabel_steps(new: nn.Module, splits: Splits, cfg, dev: torch.device,
-                  masks: dict[str, torch.Tensor] | None = None) -> tuple[list[str], dict[str, int]]:
-    """The RL loop (in place on `new`), its `cfg.guard_steps`, then `cfg.repair_steps` retain-only
-    steps. With `masks`, gradients outside the masks are zeroed before each step, so only those
-    weights move (SalUn).
-    `cfg` needs the fields of `Config` above. Returns the log and the run's step / sample counts."""
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"{key} must be one of {allowed}, not {getattr(cfg, key)!r}")
-    if cfg.guard_steps < 0:
-        raise ValueError(f"guard_steps must be ≥ 0, not {cfg.guard_steps!r}")
-    if cfg.soft_weight != 1.0 and (cfg.relabel != "match" or cfg.soft_weight <= 0):
-        raise ValueError(f"soft_weight weights the soft targets of relabel 'match': it needs relabel 'match' and "
-                         f"a weight > 0 (got relabel {cfg.relabel!r}, soft_weight {cfg.soft_weight!r})")
-    retain = splits.retain
-    if cfg.relabel == "match":  # soft targets, (n, classes)
-        if not 0.0 < cfg.match_below <= 1.0:
-            raise ValueError(f"match_below must be a probability in (0, 1], not {cfg.match_below!r}")
-        forget, targets, relabelled = match_split(new, splits, cfg.match_below)
+def relabel_targets(model: nn.Module, splits: Splits, cfg: Config) -> tuple[Part, torch.Tensor, int]:
+    """The forget samples the relabel steps train on, their targets (wrong labels, or soft rows
+    under `relabel: match`) and how many of them carry a hard wrong label."""
+    if cfg.relabel == "match":
+        return match_split(model, splits, cfg.match_below)
+    forget = hard_split(model, splits) if cfg.relabel == "hard" else splits.forget
+    labels = (random_wrong_labels(forget.y, splits.num_classes, cfg.seed) if cfg.labels == "random"
+              else nearest_wrong_labels(model, forget))
+    return forget, labels, len(forget)
+
+
+class _Update:
+    """One optimizer step on a batch whose first `n_forget` samples are relabelled forget samples
+    (their loss weighted by `w`). With a teacher (`retain_loss: kl`) the samples after them are
+    distilled instead of fitted to their labels; with `masks`, gradients outside the masks are
+    zeroed before the step, so only those weights move (SalUn)."""
+
+    def __init__(self, model: nn.Module, cfg: Config, masks: dict[str, torch.Tensor] | None) -> None:
+        self.model, self.kd_T, self.masks = model, cfg.kd_T, masks
+        self.teacher = frozen_copy(model) if cfg.retain_loss == "kl" else None
+        self.opt = make_optimizer(trainable(model), TrainConfig(lr=cfg.lr, optimizer=cfg.optimizer))
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, n_forget: int, w: torch.Tensor | None) -> torch.Tensor:
+        logits = self.model(x)
+        if self.teacher is None or n_forget == len(x):
+            if w is None:
+                return F.cross_entropy(logits, y)
+            per_sample = F.cross_entropy(logits, y, reduction="none")
+            return torch.cat([per_sample[:n_forget] * w, per_sample[n_forget:]]).mean()
+        if w is None:
+            ce = F.cross_entropy(logits[:n_forget], y[:n_forget], reduction="sum")
+        else:
+            ce = (F.cross_entropy(logits[:n_forget], y[:n_forget], reduction="none") * w).sum()
+        with torch.no_grad():
+            target = self.teacher(x[n_forget:])
+        kl = distill_kl(logits[n_forget:], target, self.kd_T) * (len(x) - n_forget)
+        return (ce + kl) / len(x)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, n_forget: int, w: torch.Tensor | None = None) -> float:
+        loss = self.loss(x, y, n_forget, w)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.masks is not None:
+            for name, p in self.named:
+                if p.grad is not None:
+                    p.grad.mul_(self.masks[name])
+        self.opt.step()
+        return loss.item()
+
+
+Guarded = tuple[Part, Iterator[torch.Tensor]]  # the retain samples held by guard steps, and their batches
+
+
+def _batch(forget: Part, targets: torch.Tensor, fi: torch.Tensor, retain: Part, ri: torch.Tensor,
+           guarded: Guarded | None, num_classes: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forget batch with its targets, then the retain batch (on a guard step, its second half
+    drawn from the held samples); soft forget targets turn the retain labels into one-hot rows."""
+    xf, _ = take(forget, fi, dev)
+    x, y = xf, targets[fi].to(dev)
+    if not len(ri):
+        return x, y
+    if guarded is not None:
+        held, held_batches = guarded
+        half = len(ri) // 2
+        (xr, yr), (xg, yg) = take(retain, ri[:half], dev), take(held, next(held_batches)[:len(ri) - half], dev)
+        xr, yr = torch.cat([xr, xg]), torch.cat([yr, yg])
     else:
-        forget = hard_split(new, splits) if cfg.relabel == "hard" else splits.forget
-        targets = (random_wrong_labels(forget.y, splits.num_classes, cfg.seed) if cfg.labels == "random"
-                   else nearest_wrong_labels(new, forget))
-        relabelled = len(forget)
+        xr, yr = take(retain, ri, dev)
+    if y.is_floating_point():
+        yr = F.one_hot(yr, num_classes).to(y.dtype)
+    return torch.cat([xf, xr]), torch.cat([y, yr])
+
+
+def _relabel_and_guard(update: _Update, forget: Part, targets: torch.Tensor, weights: torch.Tensor | None,
+                       splits: Splits, cfg: Config, steps: int, dev: torch.device, log: list[str]) -> tuple[int, int]:
+    """`steps` relabel steps, then up to `cfg.guard_steps` guard steps (none when the relabel steps
+    got no retain sample wrong). Returns (guard steps run, retain samples held)."""
+    retain = splits.retain
+    guard = cfg.guard_steps if len(retain) else 0
+    total, guarded, pool = steps + guard, None, 0
+    update.model.train()
+    for n, (fi, ri) in enumerate(paired_batches(forget, retain, total, cfg.batch_size,
+                                                cfg.retain_batch_size, cfg.seed), start=1):
+        x, y = _batch(forget, targets, fi, retain, ri, guarded, splits.num_classes, dev)
+        loss = update(x, y, n_forget=len(fi), w=None if weights is None else weights[fi].to(dev))
+        if n == total or n % 50 == 0:
+            log.append(f"step {n}/{total}: loss {loss:.4f}")
+        if n == steps and guard:
+            held = retain.subset(retain_wrong(update.model, retain))
+            pool = len(held)
+            log.append(f"guard: {pool} retain samples wrong after {steps} relabel steps"
+                       + ("" if pool else ", no guard steps needed"))
+            if not pool:
+                return 0, 0
+            size = cfg.retain_batch_size - cfg.retain_batch_size // 2
+            guarded = held, cycle_indices(pool, size, torch.Generator().manual_seed(cfg.seed + 3))
+    return guard, pool
+
+
+def _repair(update: _Update, retain: Part, cfg: Config, dev: torch.device, log: list[str]) -> int:
+    """`cfg.repair_steps` retain-only steps with true labels; returns how many ran."""
+    repair = cfg.repair_steps if len(retain) else 0
+    if repair:
+        batches = cycle_indices(len(retain), cfg.retain_batch_size, torch.Generator().manual_seed(cfg.seed + 1))
+        for n in range(1, repair + 1):
+            loss = update(*take(retain, next(batches), dev), n_forget=0)
+            if n == repair or n % 50 == 0:
+                log.append(f"repair step {n}/{repair}: retain loss {loss:.4f}")
+    return repair
+
+
+def relabel_steps(new: nn.Module, splits: Splits, cfg: Config, dev: torch.device,
+                  masks: dict[str, torch.Tensor] | None = None) -> tuple[list[str], dict[str, int]]:
+    """The RL loop (in place on `new`), its guard steps, then its repair steps. With `masks`, only
+    the masked weights move (SalUn). Returns the log and the run's step / sample counts."""
+    forget, targets, relabelled = relabel_targets(new, splits, cfg)
     counts = {"relabelled": relabelled, "softened": len(forget) - relabelled}
-    weights = None  # per trained forget sample; None = all 1 (the published loss, bit for bit)
-    if cfg.soft_weight != 1.0:
-        soft = targets.max(1).values < 1  # hard labels are one-hot rows
-        weights = torch.where(soft, cfg.soft_weight, 1.0)
     if len(forget) == 0:  # hard / match on a model sure of its non-members: a retrained one would be too
         new.eval()
         nothing = ("nothing to relabel: the forget set is empty" if cfg.relabel == "all" else
                    "nothing to relabel: the original is as sure of non-members of these classes as of the forget set")
         return [nothing], {"steps": 0, "guard_steps": 0, "guard_pool": 0, "repair_steps": 0, **counts}
-    teacher = frozen_copy(new) if cfg.retain_loss == "kl" else None
-    opt = make_optimizer(trainable(new), TrainConfig(lr=cfg.lr, optimizer=cfg.optimizer))
+    # per trained forget sample; None = all 1 (the published loss, bit for bit); hard labels are one-hot rows
+    weights = torch.where(targets.max(1).values < 1, cfg.soft_weight, 1.0) if cfg.soft_weight != 1.0 else None
+    update = _Update(new, cfg, masks)
     steps = schedule_steps(len(forget), cfg.batch_size, cfg.epochs, cfg.min_steps)
-    named = [(n, p) for n, p in new.named_parameters() if p.requires_grad]
     log: list[str] = []
-
-    def step(x: torch.Tensor, y: torch.Tensor, n_forget: int, w: torch.Tensor | None = None) -> float:
-        """One update on a batch (`n_forget` relabelled samples first, their loss weighted by `w`);
-        with a teacher, the samples after them are distilled instead of fitted to their labels."""
-        logits = new(x)
-        if teacher is None or n_forget == len(x):
-            if w is None:
-                loss = F.cross_entropy(logits, y)
-            else:
-                per_sample = F.cross_entropy(logits, y, reduction="none")
-                loss = torch.cat([per_sample[:n_forget] * w, per_sample[n_forget:]]).mean()
-        else:
-            if w is None:
-                ce = F.cross_entropy(logits[:n_forget], y[:n_forget], reduction="sum")
-            else:
-                ce = (F.cross_entropy(logits[:n_forget], y[:n_forget], reduction="none") * w).sum()
-            with torch.no_grad():
-                target = teacher(x[n_forget:])
-            kl = distill_kl(logits[n_forget:], target, cfg.kd_T) * (len(x) - n_forget)
-            loss = (ce + kl) / len(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if masks is not None:
-            for name, p in named:
-                if p.grad is not None:
-                    p.grad.mul_(masks[name])
-        opt.step()
-        return loss.item()
-
-    guard = cfg.guard_steps if len(retain) else 0
-    total, guarded, pool = steps + guard, None, 0
-    new.train()
-    for n, (fi, ri) in enumerate(paired_batches(forget, retain, total, cfg.batch_size,
-                                                cfg.retain_batch_size, cfg.seed), start=1):
-        xf, _ = take(forget, fi, dev)
-        x, y = xf, targets[fi].to(dev)
-        if len(ri):
-            if guarded is not None:  # a guard step: the second half of the retain batch from the samples found wrong
-                held, held_batches = guarded
-                half = len(ri) // 2
-                (xr, yr), (xg, yg) = take(retain, ri[:half], dev), take(held, next(held_batches)[:len(ri) - half], dev)
-                xr, yr = torch.cat([xr, xg]), torch.cat([yr, yg])
-            else:
-                xr, yr = take(retain, ri, dev)
-            if y.is_floating_point():  # soft forget targets: the retain labels as one-hot rows
-                yr = F.one_hot(yr, splits.num_classes).to(y.dtype)
-            x, y = torch.cat([xf, xr]), torch.cat([y, yr])
-        loss = step(x, y, n_forget=len(fi), w=None if weights is None else weights[fi].to(dev))
-        if n == total or n % 50 == 0:
-            log.append(f"step {n}/{total}: loss {loss:.4f}")
-        if n == steps and guard:
-            held = retain.subset(retain_wrong(new, retain))
-            pool = len(held)
-            log.append(f"guard: {pool} retain samples wrong after {steps} relabel steps"
-                       + ("" if pool else ", no guard steps needed"))
-            if not pool:
-                guard = 0
-                break
-            size = cfg.retain_batch_size - cfg.retain_batch_size // 2
-            guarded = held, cycle_indices(pool, size, torch.Generator().manual_seed(cfg.seed + 3))
-    repair = cfg.repair_steps if len(retain) else 0
-    if repair:
-        batches = cycle_indices(len(retain), cfg.retain_batch_size, torch.Generator().manual_seed(cfg.seed + 1))
-        for n in range(1, repair + 1):
-            loss = step(*take(retain, next(batches), dev), n_forget=0)
-            if n == repair or n % 50 == 0:
-                log.append(f"repair step {n}/{repair}: retain loss {loss:.4f}")
+    guard, pool = _relabel_and_guard(update, forget, targets, weights, splits, cfg, steps, dev, log)
+    repair = _repair(update, splits.retain, cfg, dev, log)
     new.eval()
     return log, {"steps": steps, "guard_steps": guard, "guard_pool": pool, "repair_steps": repair, **counts}
 

@@ -5,27 +5,42 @@ The gold standard every other method is compared with, and the end of every fall
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.training import TrainConfig, fit, reinitialize
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, build_values, check_choices, check_positive, fresh_copy
+from unlearn_ops.training import OPTIMIZERS, TrainConfig, fit, reinitialize
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
 class Config:
-    epochs: float = 3          # same schedule as the base model's training, for a fair reference
-    lr: float = 1e-3
-    batch_size: int = 128
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    seed: int = 0
+    # The pipeline takes epochs, lr, batch_size and seed from the model's build section
+    # (`schedule_from_build`: the base model's own schedule, for a fair reference); these defaults
+    # serve direct calls and equal params.yaml `train`'s.
+    epochs: float = 3          # passes over the retain set
+    lr: float = 1e-3           # learning rate
+    batch_size: int = 128      # samples per step
+    optimizer: str = "adam"    # adam | sgd (the build trains with Adam)
+    weight_decay: float = 0.0  # the build uses none
+    seed: int = 0              # weight init and data order
+
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size")
+        check_choices(self, {"optimizer": OPTIMIZERS})
+
+
+def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
+    """The classifier build's schedule (params.yaml `train`) as Config fields."""
+    return build_values("retrain", build, {k: k for k in ("epochs", "lr", "batch_size", "seed")})
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:

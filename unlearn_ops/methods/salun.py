@@ -23,29 +23,26 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part, Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, fresh_copy
+from unlearn_ops.methods.random_label import Config as RandomLabelConfig
 from unlearn_ops.methods.random_label import relabel_steps
 from unlearn_ops.utils import resolve_device
 
+EXACT = False
+REQUEST_KINDS = ALL_KINDS
+
 
 @dataclass(frozen=True)
-class Config:
+class Config(RandomLabelConfig):
+    """RL's settings (`random_label.Config`: the relabel loop is shared; `repair_steps` and
+    `guard_steps` update the masked weights only), plus the saliency mask."""
+
     mask_fraction: float = 0.5  # share of weights kept by the saliency mask (paper: 0.5, the median)
-    epochs: float = 1.0        # passes over the forget set (SalUn code: 10 epochs over forget ∪ retain)
-    min_steps: int = 30        # at least this many steps, so small item deletions get a real update
-    lr: float = 1e-3           # ours (Adam); the paper's RL uses SGD, lr ≈ 0.013 on CIFAR-10 / ResNet-18
-    batch_size: int = 64       # forget samples per step
-    retain_batch_size: int = 128  # retain samples per step (SalUn code: 256; paper tables: 128)
-    optimizer: str = "adam"    # adam | sgd
-    repair_steps: int = 0      # retain-only (masked) steps after the relabel steps (see random_label); 0 = SalUn
-    labels: str = "random"     # random (as published) | nearest (see random_label)
-    relabel: str = "all"       # all (as published) | hard | match (item deletion; see random_label)
-    match_below: float = 0.9   # relabel: match fits targets below this true-label probability (see random_label)
-    soft_weight: float = 1.0   # relabel: match: weight of the soft-target samples' loss (see random_label)
-    retain_loss: str = "ce"    # ce (as published) | kl (distil the original on the retain batch; see random_label)
-    kd_T: float = 4.0          # temperature of the kl retain loss
-    guard_steps: int = 0       # steps holding the retain samples the relabelling got wrong (see random_label)
-    seed: int = 0              # random labels and batch order
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.mask_fraction <= 1.0:
+            raise ValueError(f"salun: mask_fraction must be in (0, 1], not {self.mask_fraction!r}")
 
 
 def saliency(model: nn.Module, forget: Part, dev: torch.device, batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -63,8 +60,6 @@ def saliency(model: nn.Module, forget: Part, dev: torch.device, batch_size: int 
 
 def top_fraction_masks(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
     """0/1 masks keeping the `fraction` highest scores over all tensors together (ties by position)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"salun mask_fraction must be in (0, 1], got {fraction}")
     flat = torch.cat([s.flatten() for s in scores.values()])
     keep = int(round(fraction * flat.numel()))
     chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)

@@ -26,9 +26,12 @@ from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods._loops import cycle_indices, distill_kl, frozen_copy, take, trainable
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
-from unlearn_ops.training import TrainConfig, make_optimizer
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, check_choices, check_positive, fresh_copy
+from unlearn_ops.training import OPTIMIZERS, TrainConfig, make_optimizer
 from unlearn_ops.utils import resolve_device
+
+EXACT = False
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,14 @@ class Config:
     retain_batch_size: int = 128  # retain samples per min-step (SCRUB code: 128)
     seed: int = 0              # batch order
 
+    def __post_init__(self) -> None:
+        if self.max_epochs > self.epochs:
+            raise ValueError(f"scrub: max_epochs ({self.max_epochs}) cannot exceed epochs ({self.epochs})")
+        check_positive(self, "kd_T", "lr", "batch_size", "retain_batch_size")
+        check_choices(self, {"optimizer": OPTIMIZERS})
+
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    if cfg.max_epochs > cfg.epochs:
-        raise ValueError(f"scrub max_epochs ({cfg.max_epochs}) cannot exceed epochs ({cfg.epochs})")
     dev = resolve_device(device)
     teacher = frozen_copy(model).to(dev)
     student = fresh_copy(model).to(dev).train()

@@ -26,9 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part, Splits
-from unlearn_ops.methods._loops import sample_part
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, check_positive, fresh_copy
 from unlearn_ops.utils import resolve_device
+
+EXACT = False
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Config:
     batch_size: int = 64       # mini-batch of the importance passes (paper code: the loaders' batch size)
     max_train_samples: int = 10000  # cap on D for its importance pass, seeded subsample (paper: all of D; 0 = all)
     seed: int = 0              # which samples of D are used when capped
+
+    def __post_init__(self) -> None:
+        check_positive(self, "batch_size")
 
 
 def importances(model: nn.Module, data: Part, batch_size: int, dev: torch.device) -> dict[str, torch.Tensor]:
@@ -82,7 +87,7 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
     # eval(): importances of the model as it predicts; BatchNorm statistics must not change here
     new.eval()
     train = splits.retain.concat(splits.forget) if len(splits.forget) else splits.retain
-    imp_d = importances(new, sample_part(train, cfg.max_train_samples, cfg.seed), cfg.batch_size, dev)
+    imp_d = importances(new, train.sample(cfg.max_train_samples, cfg.seed), cfg.batch_size, dev)
     imp_f = importances(new, splits.forget, cfg.batch_size, dev)
     changed = dampen(new, imp_d, imp_f, cfg)
     total = sum(v.numel() for v in imp_d.values())

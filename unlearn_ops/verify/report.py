@@ -1,8 +1,10 @@
 """Verification plots as PNG files: an attack's ROC curve, loss histograms (forget / retain /
-test, before and after), per-class accuracy bars.
+test, before and after), per-class accuracy bars; and image-patch grids (`patch_grid`, `image_png`).
 
-Each function takes numbers (never samples) and an output path, and returns the path, so no
-forget-set content can end up in an artifact. Figures are built with `matplotlib.figure.Figure`
+Each plot function takes numbers (never samples) and an output path, and returns the path, so no
+forget-set content can end up in an artifact. The patch grid is the exception: it shows the image
+patches it is given, pixel for pixel, so its caller chooses them (concept_poisoning passes patches of
+non-member and retained images only). Figures are built with `matplotlib.figure.Figure`
 (the Agg canvas, no pyplot): no GUI backend, no global state, safe in worker threads.
 `report_pngs` computes the numbers for one model and writes all three.
 """
@@ -13,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from matplotlib import image as mpimage
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
@@ -131,3 +135,25 @@ def report_pngs(model: nn.Module, splits: Splits, out_dir: str | Path, *, origin
     accs = {k: per_class_accuracy(m, splits.test, splits.num_classes) for k, m in models.items() if m is not None}
     paths["per_class"] = per_class_accuracy_png(accs, out / "per_class_accuracy.png", class_names, forget_classes)
     return paths
+
+
+def patch_grid(patches: Sequence[Sequence[torch.Tensor]], side: int, scale: int = 4) -> np.ndarray:
+    """H × W (× 3) array in [0, 1]: row k = `patches[k]` (C × side × side each) at 1:1 with 1-px
+    gaps, then enlarged `scale`× by pixel repetition (no interpolation: what a human sees is the data)."""
+    channels = next(p for row in patches for p in row).shape[0]
+    n = max(len(row) for row in patches)
+    cell = side + 1
+    grid = np.ones((channels, len(patches) * cell + 1, n * cell + 1), dtype=np.float32)
+    for k, row in enumerate(patches):
+        for j, p in enumerate(row):
+            grid[:, 1 + k * cell: 1 + k * cell + side, 1 + j * cell: 1 + j * cell + side] = p.numpy()
+    grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)
+    return grid[0] if channels == 1 else np.transpose(grid[:3], (1, 2, 0))
+
+
+def image_png(grid: np.ndarray, path: str | Path) -> Path:
+    """An array in [0, 1] (H × W grey or H × W × 3) as a PNG, one pixel per value (no pyplot)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mpimage.imsave(path, np.clip(grid, 0, 1), cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+    return path

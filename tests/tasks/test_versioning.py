@@ -1,0 +1,130 @@
+"""DVC storage: the project's remote is its own var/dvc-remote, and `collect_superseded` deletes
+exactly the cache / remote objects that hold forgotten samples — the pre-fix state (a purged store
+whose old version still holds the subject) is built on purpose so the scan is seen to fail first."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.versioning import collect_superseded, dvc_storage, push, track, used_objects
+from unlearn_ops.data.sources import load_digits
+from unlearn_ops.data.store import build_store, row_bytes
+from unlearn_ops.erasure import Location, Sample, scan
+from unlearn_ops.utils import sha256_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dvc(root: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_project_remote_resolves_inside_the_project():
+    storage = dvc_storage(ROOT)
+    assert storage.remotes == {"local": ROOT / "var" / "dvc-remote"}
+    assert "var/dvc-remote" in (ROOT / "Makefile").read_text().split("\nclean:")[1].split("\n")[1]
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    """A DVC project like ours (remote `../var/dvc-remote` in .dvc/config): a store, and other data
+    in two versions, all pushed."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    dvc(root, "init", "--no-scm", "-q")
+    # the project's own remote section, verbatim: its relative url must land inside the project
+    section = (ROOT / ".dvc" / "config").read_text().split("['remote \"local\"']")[1]
+    with open(root / ".dvc" / "config", "a") as f:
+        f.write("    remote = local\n['remote \"local\"']" + section)
+    store = build_store(load_digits(), root / "data" / "store" / "digits", max_subject_size=10, rows_per_shard=300)
+    notes = root / "data" / "notes.txt"
+    notes.write_text("version one of some other data\n")
+    track(root, notes)
+    push(root)
+    notes.write_text("version two of some other data\n")
+    track(root, notes)
+    track(root, store.root)
+    assert push(root)
+    return root, store
+
+
+def forget_subject(store):
+    subject = sorted(set(store.index.subject_id) - {""})[3]
+    ids = store.subject_ids(subject)
+    samples = [Sample(i, sha256_bytes(row_bytes(r)), row_bytes(r)) for i, r in zip(ids, store.rows(ids), strict=True)]
+    store.write_manifest([i for i in store.active_ids() if i not in set(ids)])
+    store.purge(ids)
+    return ids, samples
+
+
+def objects(folder: Path) -> set[str]:
+    return {p.parent.name + p.name for p in (folder / "files" / "md5").glob("*/*")}
+
+
+def test_collect_superseded_removes_exactly_the_objects_holding_the_subject(repo):
+    root, store = repo
+    storage = dvc_storage(root)
+    assert storage.remotes["local"] == root / "var" / "dvc-remote"
+    ids, samples = forget_subject(store)
+    track(root, store.root)
+    push(root)
+    before_cache, before_remote = objects(storage.cache), objects(storage.remotes["local"])
+
+    # the pre-fix state: active store clean, its superseded version in cache and remote is not
+    places = [Location("store", store.root), Location("cache", storage.cache),
+              Location("remote", storage.remotes["local"])]
+    found = scan(samples, places)
+    per = {loc["name"]: loc for loc in found["locations"]}
+    assert per["store"]["n_copies"] == 0
+    for name in ("cache", "remote"):
+        (copy,) = per[name]["copies"]  # one shard object, and it holds exactly the subject
+        assert copy["sample_ids"] == sorted(ids)
+    assert not found["passed"]
+
+    result = collect_superseded(root, samples)
+    assert len(result["removed"]) == 2 and result["kept"] == [] and result["bytes_freed"] > 0
+    gone = {e["md5"] for e in result["removed"]}
+    assert len(gone) == 1
+    assert objects(storage.cache) == before_cache - gone and objects(storage.remotes["local"]) == before_remote - gone
+    assert scan(samples, places)["passed"]
+
+    # the current version is whole: DVC sees nothing to do, and a lost workspace comes back
+    assert not gone & used_objects(root)
+    assert "up to date" in dvc(root, "status") and "in sync" in dvc(root, "status", "-c")
+    payload_before = store.payload()
+    shutil.rmtree(store.root)
+    dvc(root, "checkout", "-q", "data/store/digits")
+    assert (store.payload() == payload_before).all()
+    assert (root / "data" / "notes.txt").read_text() == "version two of some other data\n"
+
+
+def test_history_of_other_data_survives(repo):
+    root, store = repo
+    storage = dvc_storage(root)
+    _, samples = forget_subject(store)
+    track(root, store.root)
+    push(root)
+    before = objects(storage.cache)
+    result = collect_superseded(root, samples)
+    survivors = before - {e["md5"] for e in result["removed"]}
+    assert len(survivors) == len(before) - 1  # the old notes.txt, old index.csv, other shards: all kept
+    old_notes = md5_of(b"version one of some other data\n")
+    assert old_notes in survivors and old_notes in objects(storage.remotes["local"])
+
+
+def test_collect_never_touches_objects_the_current_version_uses(repo):
+    root, store = repo
+    _, samples = forget_subject(store)  # purged, but not committed: dvc.lock still names the old shard
+    result = collect_superseded(root, samples)
+    assert result["removed"] == []
+    assert {k["reason"] for k in result["kept"]} == {"used by the current version (purge and `dvc commit` first)"}
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
