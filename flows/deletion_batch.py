@@ -7,6 +7,8 @@
       → promote (`champion`, only when the gates pass) → apply_and_certify (purge the forget set
       from the active store, new DVC version; the model's certificate section)
     → certificate + audit-log entry
+    → requests that need a person's approval (class, concept): the run pauses for each decision
+      (Prefect UI form or `unlearn request approve|deny`); approved ones form a batch of their own
 
 Every finished step is recorded in the ledger's batch progress, so a run that crashed is
 resumed by the next one from the first unfinished step, and re-running a finished batch changes
@@ -22,6 +24,7 @@ from typing import Any
 
 from prefect import flow
 
+from tasks.approval import ApprovalPolicy, pause_for_decision, record_decision
 from tasks.batch import (
     Attempt,
     Deletion,
@@ -33,6 +36,7 @@ from tasks.batch import (
     advance,
     batch_lock,
     chain_for,
+    claim_new,
     claim_or_resume,
     final_attempt,
     regression_note,
@@ -151,19 +155,12 @@ def forget_in_model(ws: Workspace, steps: Progress, forget_set: ForgetSet, work:
     return apply_and_certify(ws, steps, work, forget_set, champion_before, attempts, candidate)
 
 
-# ------------------------------------------------------------------------------ the flow
-@flow(name="deletion_batch", log_prints=True)
-def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str | None = None,
-                   root: str | None = None) -> dict[str, Any]:
-    """Process pending deletion requests. `requests`: request documents (e.g. typed in the Prefect
-    UI); inbox files are always picked up. `batch_id`: resume or re-show a given batch."""
-    ws = Workspace.at(root)
-    ledger = Ledger(ws.ledger_path)
-    t0 = time.perf_counter()
-    intake = intake_task(str(ws.root), requests)
-    batch_id = claim_or_resume(ledger, batch_id)
+# ------------------------------------------------------------------------------ a batch
+def run_batch(ws: Workspace, ledger: Ledger, batch_id: str | None, intake: list[dict[str, Any]],
+              t0: float) -> dict[str, Any]:
+    """One claimed batch, from its forget set to its certificate (or what is already known of it)."""
     if batch_id is None:
-        print("no validated requests waiting: nothing to do")
+        print("no batch to run: no validated or approved requests waiting")
         print(summary_table(ledger, None, intake, []))
         return {"batch_id": None, "intake": intake}
     batch = ledger.batch(batch_id)
@@ -186,6 +183,54 @@ def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str |
     print(f"certificate: {cert['markdown']} ({cert['outcome']})")
     return {"batch_id": batch_id, "state": ledger.batch(batch_id)["state"], "certificate": cert,
             "models": [r.to_dict() for r in reports], "intake": intake}
+
+
+def ask_for_approval(ledger: Ledger, policy: ApprovalPolicy, wait: bool) -> bool:
+    """The requests that wait for a person's decision (params.yaml `approval`): the run pauses for
+    each in turn — the Prefect UI shows the form, `unlearn request approve|deny` answers it too —
+    until `approval.timeout_s` is spent. Unanswered ones stay waiting for a later run. True when
+    any request is approved (the run then claims it into a batch of its own)."""
+    ledger.hold(policy.required)  # validated since the claim (e.g. by `unlearn request submit`)
+    deadline = time.monotonic() + policy.timeout_s
+    for entry in ledger.entries(state="awaiting_approval") if wait else []:
+        left = deadline - time.monotonic()
+        if left < 1 or ledger.get(entry.ledger_id).state != "awaiting_approval":  # decided meanwhile (CLI)
+            continue
+        print(f"request {entry.request_id} ({entry.kind} on {entry.model}) needs a person's approval: the run "
+              f"pauses for up to {left:.0f} s (Prefect UI: resume with the form; or `unlearn request approve|deny "
+              f"{entry.request_id} --approver NAME`)")
+        answer = pause_for_decision(ledger, entry, left)
+        if answer is None:
+            print(f"no decision on {entry.request_id} within approval.timeout_s")
+            break
+        decided = record_decision(ledger, entry, answer.approve, answer.approver, answer.reason, policy.required)
+        print(f"request {entry.request_id}: {decided.state} ({decided.reason})")
+    waiting = [e.request_id for e in ledger.entries(state="awaiting_approval")]
+    if waiting:
+        print(f"{len(waiting)} request(s) await a person's approval and stay in the ledger for a later run: "
+              f"{', '.join(waiting)}")
+    return bool(ledger.entries(state="approved"))
+
+
+# ------------------------------------------------------------------------------ the flow
+@flow(name="deletion_batch", log_prints=True)
+def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str | None = None,
+                   root: str | None = None, wait_for_approval: bool = True) -> dict[str, Any]:
+    """Process pending deletion requests. `requests`: request documents (e.g. typed in the Prefect
+    UI); inbox files are always picked up. `batch_id`: resume or re-show a given batch.
+    `wait_for_approval`: pause for a person's decision on requests that need one (params.yaml
+    `approval`), after the batch of those that do not; off, they wait for a later run."""
+    ws = Workspace.at(root)
+    ledger = Ledger(ws.ledger_path)
+    policy = ApprovalPolicy.of(ws)
+    t0 = time.perf_counter()
+    intake = intake_task(str(ws.root), requests)
+    batches = [run_batch(ws, ledger, claim_or_resume(ledger, batch_id, policy.required), intake, t0)]
+    if batch_id is None and ask_for_approval(ledger, policy, wait_for_approval):
+        batches.append(run_batch(ws, ledger, claim_new(ledger, policy.required), [], time.perf_counter()))
+    ran = [b for b in batches if b["batch_id"]]
+    return {**(ran[-1] if ran else batches[0]), "intake": intake, "batches": ran,
+            "awaiting_approval": [e.request_id for e in ledger.entries(state="awaiting_approval")]}
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -225,15 +225,21 @@ def new_batch_id() -> str:
     return datetime.now(UTC).strftime("batch-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
-def claim_or_resume(ledger: Ledger, batch_id: str | None) -> str | None:
-    """The given batch, else the oldest unfinished one, else a new batch of every validated request."""
+def claim_or_resume(ledger: Ledger, batch_id: str | None, hold: Collection[str] = ()) -> str | None:
+    """The given batch, else the oldest unfinished one, else a new batch of every validated (and
+    approved) request; validated requests of the kinds in `hold` wait for approval instead."""
     if batch_id:
         return batch_id if ledger.batch(batch_id) else None
     open_batches = ledger.open_batches()
     if open_batches:
         print(f"resuming unfinished batch {open_batches[0]}")
         return open_batches[0]
-    claimed = ledger.claim(new_batch_id())
+    return claim_new(ledger, hold)
+
+
+def claim_new(ledger: Ledger, hold: Collection[str] = ()) -> str | None:
+    """A new batch of every validated and approved request (`hold`: kinds that wait for approval)."""
+    claimed = ledger.claim(new_batch_id(), hold)
     return claimed[0].batch_id if claimed else None
 
 

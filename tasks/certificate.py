@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tasks.approval import decision_of
 from tasks.batch import ModelReport
 from tasks.workspace import Workspace
 from unlearn_ops.audit import AuditLog, write_certificate
@@ -36,7 +37,8 @@ def issue_certificate(ws: Workspace, ledger: Ledger, batch_id: str, models: list
     cert = {"batch_id": batch_id, "issued_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "outcome": outcome, "models": [m.to_dict() for m in models], "times": times,
             "requests": [{"request_id": e.request_id, "kind": e.kind, "model": e.model, "state": e.state,
-                          "reason": e.reason, "received_at": e.received_at} for e in entries]}
+                          "reason": e.reason, "received_at": e.received_at, "approval": decision_of(ledger, e)}
+                         for e in entries]}
     json_path, md_path, digest = write_certificate(cert, ws.certificates)
     AuditLog(ws.audit_log, ws.certificates).append(batch_id, json_path)
     return {"json": str(json_path), "markdown": str(md_path), "sha256": digest, "outcome": outcome}

@@ -28,6 +28,13 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
     for r in cert["requests"]:
         lines.append(f"| {r['request_id']} | {r.get('kind') or '-'} | {r.get('model') or '-'} | {r['state']} | "
                      f"{(r.get('reason') or '').replace('|', '/')} |")
+    approvals = [r for r in cert["requests"] if r.get("approval")]
+    if approvals:  # capability removals a person approved (params.yaml `approval`)
+        lines += ["", "Approvals:", ""] + [
+            f"- `{r['request_id']}`: {'approved' if r['approval']['approve'] else 'denied'} by "
+            f"{r['approval']['approver']} at {r['approval']['at']}" + (f": {r['approval']['reason']}"
+                                                                       if r['approval'].get('reason') else "")
+            for r in approvals]
     for m in cert.get("models", []):
         lines += ["", f"## Model `{m['model']}`", "",
                   f"- Forget set: {m['forget_set']['count']} samples, sha256 `{m['forget_set']['sha256']}`, "

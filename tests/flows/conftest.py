@@ -17,6 +17,9 @@ from unlearn_ops.data.store import build_store
 from unlearn_ops.models import save_model
 
 MODEL = "digits-classifier"
+# These tests check unlearning: class and concept requests go ahead without a person's approval
+# (tests/flows/test_approval.py checks the default, where they wait for one).
+NO_APPROVAL = {"class": "automatic", "concept": "automatic"}
 
 PARAMS = {
     "models": {MODEL: {"store_dir": "data/store/digits"}},
@@ -28,6 +31,7 @@ PARAMS = {
               "samples": {"mia_loss_auc": {"max": 0.75}, "test_accuracy_drop": {"max": 0.05}},
               "subject": {"mia_loss_auc": {"max": 0.75}, "test_accuracy_drop": {"max": 0.05}}},
     "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *"},
+    "approval": NO_APPROVAL,
 }
 
 
@@ -79,6 +83,7 @@ GAN_PARAMS = {
                   "samples": {"d_mia_auc": {"max": 1.0}, "fid_change": {"max": 100.0}},
                   "subject": {"d_mia_auc": {"max": 1.0}, "fid_change": {"max": 100.0}}},
     "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "gan_samples": 200},
+    "approval": NO_APPROVAL,
 }
 
 
@@ -157,6 +162,7 @@ def text_params(gates: dict | None = None) -> dict:
         "text_gates": gates or {"class": {"forget_accuracy": {"max": 1.0}}, "concept": loose_items,
                                 "subject": loose_items},
         "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "verify_retain": 150},
+        "approval": NO_APPROVAL,
     }
 
 
