@@ -179,6 +179,19 @@ class ModelReport(Record):
     data_dvc_md5: str | None = None
     record_dvc_md5: str | None = None
     regressions: list[str] = field(default_factory=list)    # utility gates the promoted exact model failed
+    retired: list[dict[str, Any]] = field(default_factory=list)  # earlier versions retired (tasks.retention)
+
+
+@dataclass(frozen=True)
+class Erasure(Record):
+    """What the batch removed beyond the active store, and the scan that checks nothing is left
+    (docs/erasure.md): superseded DVC objects collected, retired weights whose grace period ended,
+    the batch work folders' weights, and the erasure scan's summary (None: nothing was applied)."""
+
+    collected: dict[str, Any] = field(default_factory=dict)          # tasks.versioning.collect_superseded
+    expired: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> weights deleted
+    work_deleted: list[str] = field(default_factory=list)           # var/batches/... folders removed
+    scan: dict[str, Any] | None = None                               # tasks.certificate.erasure_summary
 
 
 # ------------------------------------------------------------------------------ progress

@@ -42,7 +42,8 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                   f"- Champion before: v{m.get('champion_before') or '-'}; after: v{m.get('champion_after') or '-'}; "
                   f"registered candidate: v{m.get('candidate') or '-'}",
                   f"- Method path: {' → '.join(a['method'] + (' ✓' if a.get('passed') else ' ✗') for a in m['attempts'])}",
-                  f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`", ""]
+                  f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`",
+                  *_retired_lines(m.get("retired") or []), ""]
         if m.get("regressions"):  # an exact model that failed a utility gate: the erasure went ahead
             lines[-1:-1] = [f"- **Promoted with utility regression: {', '.join(m['regressions'])}** (the exact "
                             "method's model: privacy gates decide, utility gates inform)"]
@@ -67,8 +68,55 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                 lines.append("")
         for name, path in (m.get("reports") or {}).items():
             lines += [f"![{name}]({path})", ""]
+    if "erasure" in cert:
+        lines += _erasure_lines(cert["erasure"])
     lines += ["", f"Times: {json.dumps(cert.get('times', {}))}", ""]
     return "\n".join(lines)
+
+
+def _retired_lines(retired: list[dict[str, Any]]) -> list[str]:
+    """The model's earlier versions, retired: trained on the forgotten data, no longer loadable."""
+    if not retired:
+        return []
+    parts = [f"v{r['version']} (retired by `{r['retired_by']}`"
+             + (f"; aliases removed: {', '.join(r['aliases_removed'])}" if r.get("aliases_removed") else "")
+             + ("; weights deleted" if "deleted" in r else f"; weights deleted after {r['weights_delete_after']}")
+             + ")" for r in retired]
+    return [f"- Earlier versions retired (trained on the forgotten data; loading one fails): {', '.join(parts)}"]
+
+
+def _erasure_lines(e: dict[str, Any]) -> list[str]:
+    """What the batch erased beyond the active store, and the scan of everything the project keeps."""
+    lines = ["", "## Erasure", ""]
+    scan = e.get("scan")
+    if scan is None:
+        lines += ["No deletion was applied in this batch, so nothing was erased: the data stays as it was.", ""]
+    else:
+        lines += [f"- Erasure scan: **{'PASS' if scan['passed'] else 'FAIL'}** — {scan['copies']} copies of the "
+                  f"{scan['samples']} forgotten samples found, {scan['expected']} expected ({scan['seconds']} s; "
+                  f"full result `{scan['detail']}`, sha256 `{scan['detail_sha256']}`). Searched by content hash, "
+                  f"and by raw bytes for {scan['byte_searchable']} of them.", "",
+                  "| location | path | files | copies | not searched |", "|---|---|---|---|---|"]
+        lines += [f"| {loc['name']} | `{loc['path']}` | {loc['files'] if loc['exists'] else 'missing'} | "
+                  f"{loc['copies']} | {loc['not_searched']} |" for loc in scan["locations"]]
+        lines += [""] + [f"- Copy found: `{f['path']}`: {f['samples']} samples ({f['how']})"
+                         for loc in scan["locations"] for f in loc["found"]]
+        lines += [f"- {n['path']}: {n['reason']}" for n in scan["outside_reach"]]  # the reason says outside reach
+        lines += [f"- Not scanned: {n['path']} — {n['reason']}" for n in scan["not_scanned"]]
+    collected = e.get("collected") or {}
+    if collected:
+        lines.append(f"- Superseded data versions: {len(collected.get('removed', []))} DVC objects holding forgotten "
+                     f"samples deleted from the cache and remotes ({collected.get('bytes_freed', 0) / 2**20:.1f} MiB)"
+                     + (f"; {len(collected['kept'])} kept: "
+                        + "; ".join(f"{k['path']} ({k['reason']})" for k in collected["kept"])
+                        if collected.get("kept") else ""))
+    expired = {m: v for m, v in (e.get("expired") or {}).items() if v}
+    if expired:
+        lines.append("- Retired weights deleted, their grace period over: " + ", ".join(
+            f"{m} v{x['version']}" for m, vs in expired.items() for x in vs))
+    if e.get("work_deleted"):
+        lines.append(f"- Batch work folders holding pre-deletion weights deleted: {len(e['work_deleted'])}")
+    return lines
 
 
 def write_certificate(cert: dict[str, Any], directory: str | Path) -> tuple[Path, Path, str]:
