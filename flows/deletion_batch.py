@@ -44,6 +44,7 @@ from tasks.batch import (
     claim_new,
     claim_or_resume,
     final_attempt,
+    inbox_lock,
     regression_note,
 )
 from tasks.certificate import append_to_audit, copy_figures, erasure_summary, issue_certificate, summary_table
@@ -176,9 +177,13 @@ def forget_in_model(ws: Workspace, steps: Progress, forget_set: ForgetSet, work:
     takes a finished model's report from the ledger)."""
     steps = steps.of(work.model)
 
+    def fetch_champion() -> str:
+        version = fetch_champion_task(work.model, ws.family(work.model), str(work.champion_dir))
+        fault_point("champion")
+        return version
+
     def run() -> ModelReport:
-        champion_before = steps.once("champion_before", lambda: fetch_champion_task(
-            work.model, ws.family(work.model), str(work.champion_dir)))
+        champion_before = steps.once("champion_before", fetch_champion)
         attempts = run_chain(ws, steps, work)
         candidate = register_candidate(ws, steps, work, forget_set, champion_before, attempts)
         if final_attempt(attempts).passed:
@@ -306,7 +311,8 @@ def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str |
     ledger = Ledger(ws.ledger_path)
     policy = ApprovalPolicy.of(ws)
     t0 = time.perf_counter()
-    intake = intake_task(str(ws.root), requests)
+    with inbox_lock(ws):
+        intake = intake_task(str(ws.root), requests)
     fault_point("intake")
     first = claim_or_resume(ledger, batch_id, policy.required)
     fault_point("claim")

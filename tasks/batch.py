@@ -274,6 +274,21 @@ def batch_lock(ws: Workspace, batch_id: str) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextmanager
+def inbox_lock(ws: Workspace) -> Iterator[None]:
+    """One intake of the inbox at a time on this machine (a blocking lock): two runs started
+    together would otherwise both read a file, record it twice (the second as a rejected
+    duplicate) and race to file it away."""
+    path = ws.runs.parent / "intake.lock"  # var/: git-ignored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[str]:
     """The policy's methods for the batch's strongest request kind; the last must be exact."""
     kind = next(k for k in KIND_PRIORITY if k in kinds)

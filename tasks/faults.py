@@ -28,6 +28,7 @@ def fault_point(name: str, detail: str | None = None) -> None:
     if name not in BOUNDARIES:
         raise ValueError(f"unknown fault boundary {name!r}; add it to tasks.faults.BOUNDARIES")
     if wanted in (name, f"{name}:{detail}"):
-        print(f"fault_point: SIGKILL after {wanted}", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        # straight to the file descriptor: a flow's `log_prints` would turn a print into a log record
+        os.write(2, f"fault_point: SIGKILL after {wanted}\n".encode())
         os.kill(os.getpid(), signal.SIGKILL)
