@@ -113,8 +113,7 @@ def _decide(request_id: str, approve: bool, approver: str, reason: str, root: Pa
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
     typer.echo(f"{entry.request_id}: {entry.state} ({entry.reason})")
-    typer.echo(f"resumed the paused flow run {resumed}: it processes the request now" if resumed and approve else
-               f"resumed the paused flow run {resumed}" if resumed else
+    typer.echo(f"resumed flow run {resumed}, which was paused for this request" if resumed else
                "no run is paused for it: the next `unlearn batch run` processes it" if approve else
                "no run is paused for it")
 

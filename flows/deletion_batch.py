@@ -45,6 +45,7 @@ from tasks.batch import (
     claim_or_resume,
     final_attempt,
     inbox_lock,
+    journaled,
     regression_note,
 )
 from tasks.certificate import append_to_audit, copy_figures, erasure_summary, issue_certificate, summary_table
@@ -203,9 +204,9 @@ def erase(ws: Workspace, steps: Progress, reports: list[ModelReport]) -> Erasure
     root, batch_id = str(ws.root), steps.batch_id
     applied = [r.model for r in reports if r.outcome == "registered"]
 
-    def step(name: str, run: Any) -> Any:
-        def then_fault() -> Any:
-            out = run()
+    def step(name: str, run: Any, deletes: bool = True) -> Any:
+        def then_fault() -> Any:  # what a deleting step did survives a kill before it is recorded
+            out = journaled(ws, batch_id, name, run) if deletes else run()
             fault_point(name)
             return out
         return steps.once(name, then_fault)
@@ -215,7 +216,7 @@ def erase(ws: Workspace, steps: Progress, reports: list[ModelReport]) -> Erasure
     work_deleted = step("work_folders", lambda: delete_work_task(
         root, sorted(set(steps.ledger.open_batches()) - {batch_id})))
     scan = step("erasure_scan", lambda: erasure_summary(ws, batch_id, erasure_scan_task(root, batch_id, applied))
-                if applied else None)
+                if applied else None, deletes=False)
     return Erasure(collected, expired, work_deleted, scan)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Ledger
 from unlearn_ops.methods import is_exact
+from unlearn_ops.utils import atomic_write_json
 from unlearn_ops.verify.production import Verification
 
 KIND_PRIORITY = ("class", "concept", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
@@ -225,6 +226,30 @@ class Progress:
             self.record(step, run())
         value = self.get(step)
         return as_type.from_dict(value) if as_type is not None else value
+
+
+def journaled(ws: Workspace, batch_id: str, name: str, run: Callable[[], Any]) -> Any:
+    """An action step's result — what it deleted — merged with what an earlier run of the same step
+    did before it was killed: that run's result is written to var/batches/<batch>/done-<name>.json
+    as soon as the action returns, so a rerun, which finds nothing left to delete, still records
+    (and the certificate still says) what the batch did."""
+    path = ws.runs / batch_id / f"done-{name}.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else None
+    out = jsonable(run())
+    out = merged(earlier, out) if earlier is not None else out
+    atomic_write_json(path, out)
+    return out
+
+
+def merged(old: Any, new: Any) -> Any:
+    """Two results of one action step: lists joined without repeats, dicts key by key, counts added."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {k: merged(old[k], new[k]) if k in old and k in new else old.get(k, new.get(k)) for k in old | new}
+    if isinstance(old, list) and isinstance(new, list):
+        return old + [x for x in new if x not in old]
+    if isinstance(old, int | float) and isinstance(new, int | float) and not isinstance(old, bool):
+        return old + new
+    return new
 
 
 def _stored(value: Any) -> Any:

@@ -157,7 +157,12 @@ def purge_expired(model: str, now: datetime | None = None) -> list[dict[str, Any
 # ------------------------------------------------------------------ the deletion batch's steps
 @task(name="retire-superseded", retries=2, retry_delay_seconds=2)
 def retire_task(model: str, new_version: str, batch_id: str, grace_days: int) -> list[dict[str, Any]]:
-    return retire_superseded(model, new_version, batch_id, grace_days)
+    """`retire_superseded`, each version's entry with `weights_deleted_at` from its tags: the state,
+    which a rerun after a crash reports as the first run would (the action may be done already)."""
+    retired = retire_superseded(model, new_version, batch_id, grace_days)
+    client = _client()
+    return [{**r, "weights_deleted_at": (client.get_model_version(model, r["version"]).tags or {})
+             .get("weights_deleted_at")} for r in retired]
 
 
 @task(name="purge-expired", retries=2, retry_delay_seconds=2)

@@ -80,7 +80,8 @@ def _retired_lines(retired: list[dict[str, Any]]) -> list[str]:
         return []
     parts = [f"v{r['version']} (retired by `{r['retired_by']}`"
              + (f"; aliases removed: {', '.join(r['aliases_removed'])}" if r.get("aliases_removed") else "")
-             + ("; weights deleted" if "deleted" in r else f"; weights deleted after {r['weights_delete_after']}")
+             + (f"; weights deleted {r['weights_deleted_at']}" if r.get("weights_deleted_at")
+                else f"; weights kept for a rollback until {r['weights_delete_after']}")
              + ")" for r in retired]
     return [f"- Earlier versions retired (trained on the forgotten data; loading one fails): {', '.join(parts)}"]
 

@@ -63,6 +63,14 @@ def make_workspace(root: Path, tiny_model, params: dict | None = None) -> Path:
     return root
 
 
+def version_store(root: Path, store: str = "data/store/digits") -> Path:
+    """Version and push the store as the build's import stage leaves it: the pre-deletion store
+    is then in the DVC cache and remote (what the batch must collect)."""
+    for args in (["add", "-q", store], ["push", "-q"]):
+        run([sys.executable, "-m", "dvc", *args], root)
+    return root
+
+
 @pytest.fixture()
 def workspace(tmp_path, tiny_model, mlflow_tmp, prefect_harness) -> Path:
     return make_workspace(tmp_path / "ws", tiny_model)

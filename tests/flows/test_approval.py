@@ -130,7 +130,7 @@ def test_deny_through_the_cli_resumes_the_run_and_rejects_with_the_reason(tmp_pa
     out = CliRunner().invoke(app, ["request", "deny", "r-class", "--approver", "bob",
                                    "--reason", "the class is still licensed", "--root", str(root)])
     assert out.exit_code == 0, out.output
-    assert f"resumed the paused flow run {run_id}" in out.output
+    assert f"resumed flow run {run_id}, which was paused for this request" in out.output
     result = finished(thread, box)
 
     entry = ledger.find("r-class")[0]

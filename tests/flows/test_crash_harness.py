@@ -27,7 +27,7 @@ from flows.cli import app
 from tasks.faults import BOUNDARIES, FAULT_ENV
 from tasks.registry import CANDIDATE, CHAMPION, find_version, version_by_alias
 from tasks.workspace import Workspace
-from tests.flows.conftest import MODEL, PARAMS, make_workspace
+from tests.flows.conftest import MODEL, PARAMS, make_workspace, version_store
 from unlearn_ops.audit import AuditLog
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.ledger import Ledger
@@ -136,7 +136,7 @@ def check_invariants(state: State, subject_ids: list[str], first_champion: str) 
 
 def test_every_boundary_sigkilled_and_resumed(tmp_path, tiny_model, mlflow_tmp, runner):
     assert {b.split(":")[0] for b in CHAIN} == set(BOUNDARIES)  # every boundary is covered
-    root = make_workspace(tmp_path / "ws", tiny_model, crash_params())
+    root = version_store(make_workspace(tmp_path / "ws", tiny_model, crash_params()))
     ws = Workspace.at(root)
     (ws.inbox / "subject.json").write_text(json.dumps(SUBJECT))
     subject_ids = ws.store_for(MODEL).subject_ids("subj-00007")
@@ -169,6 +169,7 @@ def test_every_boundary_sigkilled_and_resumed(tmp_path, tiny_model, mlflow_tmp, 
     assert state.audit() == (True, 1) and len(list(ws.certificates.glob("*.json"))) == 1
     cert = json.loads((ws.certificates / f"{batch['batch_id']}.json").read_text())
     assert cert["outcome"] == "REGISTERED" and cert["erasure"]["scan"]["copies"] == 0
+    assert cert["erasure"]["collected"]["removed"]  # the pre-deletion store's objects, collected once
     assert [a["method"] for a in cert["models"][0]["attempts"]] == ["finetune", "retrain"]
     scan = CliRunner().invoke(app, ["audit", "erasure", batch["batch_id"], "--root", str(root)])
     assert scan.exit_code == 0, scan.output
