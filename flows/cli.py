@@ -21,6 +21,15 @@ app.add_typer(audit_app, name="audit")
 ROOT = typer.Option(None, "--root", help="project folder (default: this checkout)")
 
 
+def _servers_answer() -> None:
+    """In team mode, stop with one line naming the setting when a server does not answer."""
+    from tasks.env import server_problem
+
+    if problem := server_problem():
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
+
+
 def _fmt_metric(metrics: dict, key: str) -> str:
     v = metrics.get(key)
     return "-" if v is None else f"{v:.4f}"
@@ -28,13 +37,19 @@ def _fmt_metric(metrics: dict, key: str) -> str:
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Registered models, their versions, aliases and key metrics."""
+    """Which servers are in use (team / embedded), registered models, their versions, aliases and key metrics."""
+    from tasks.env import mode
     from tasks.registry import registry_summary
 
+    _servers_answer()
+    m = mode()
     summary = registry_summary()
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(json.dumps({"mode": m, "models": summary}, indent=2, default=str))
         return
+    typer.echo(f"mode: team — Prefect {m['prefect_ui']} (API {m['prefect_api']}), MLflow {m['mlflow']} "
+               f"(from {m['source']})" if m["mode"] == "team" else
+               f"mode: embedded — a temporary Prefect server per command, MLflow {m['mlflow']}")
     if not summary:
         typer.echo("no registered models yet: run `make build` (or `dvc repro`)")
         return
@@ -57,6 +72,7 @@ def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay
                    root: Path | None = ROOT) -> None:
     """Validate request files now and record them in the ledger (they join the next batch).
     One line per file, each in the ledger; exits 1 when any is rejected."""
+    _servers_answer()
     from tasks.intake import file_away, intake_documents, intake_limits, read_file, source
     from tasks.registry import is_registered
     from tasks.workspace import Workspace
@@ -142,6 +158,7 @@ def batch_run(batch_id: str | None = typer.Option(None, "--batch-id", help="resu
                                         help="pause for approvals (params.yaml `approval`) or leave them for a later run"),
               root: Path | None = ROOT) -> None:
     """Run the deletion_batch flow now (inbox + pending requests)."""
+    _servers_answer()
     from flows.deletion_batch import deletion_batch
 
     result = deletion_batch(batch_id=batch_id, root=str(root) if root else None, wait_for_approval=wait)
@@ -221,6 +238,7 @@ def demo(root: Path | None = ROOT,
     """The main job after the build: submit the example requests wave by wave, run a batch for each,
     print the result. A request that needs a person's approval (a class deletion) is approved by
     the demo itself, as approver `demo`, through `unlearn request approve`'s code path."""
+    _servers_answer()
     from flows.deletion_batch import deletion_batch
     from tasks.approval import decide
     from tasks.workspace import Workspace

@@ -34,8 +34,9 @@ from unlearn_ops.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[2]
 SUBJECT = {"request_id": "r-subject", "model": MODEL, "kind": "subject", "subject_id": "subj-00007"}
-# Every boundary a subject batch passes, in order; `finetune` fails (the power gate) and `retrain`
-# passes, so the chain has two attempts.
+# Every boundary a subject batch passes, in order. A utility gate no model can pass makes
+# `finetune` run and fail and the exact `retrain` pass with the regression flagged, so the chain
+# has two attempts that both run.
 CHAIN = ["intake", "claim", "extract", "dvc_version", "champion", "attempt:finetune", "verify:finetune",
          "attempt:retrain", "verify:retrain", "register", "promote", "purge", "dvc_commit", "retirement",
          "report", "collection", "expiry", "work_folders", "erasure_scan", "certificate", "audit", "close"]
@@ -83,7 +84,7 @@ def runner(prefect_harness):
 
 def crash_params() -> dict:
     params = yaml.safe_load(yaml.safe_dump(PARAMS))
-    params["gates"]["subject"] = {"forget_set_size": {"min": 10_000}, **params["gates"]["subject"]}
+    params["gates"]["subject"]["test_accuracy_drop"] = {"max": -0.5}  # test accuracy must rise 50 points
     return params
 
 
@@ -170,7 +171,8 @@ def test_every_boundary_sigkilled_and_resumed(tmp_path, tiny_model, mlflow_tmp, 
     cert = json.loads((ws.certificates / f"{batch['batch_id']}.json").read_text())
     assert cert["outcome"] == "REGISTERED" and cert["erasure"]["scan"]["copies"] == 0
     assert cert["erasure"]["collected"]["removed"]  # the pre-deletion store's objects, collected once
-    assert [a["method"] for a in cert["models"][0]["attempts"]] == ["finetune", "retrain"]
+    assert [(a["method"], a["status"]) for a in cert["models"][0]["attempts"]] == [("finetune", "failed"),
+                                                                                    ("retrain", "passed")]
     scan = CliRunner().invoke(app, ["audit", "erasure", batch["batch_id"], "--root", str(root)])
     assert scan.exit_code == 0, scan.output
     assert not list(ws.inbox.iterdir())
