@@ -17,6 +17,7 @@ from unlearn_ops.data.store import SampleStore
 from unlearn_ops.families import family
 from unlearn_ops.methods import is_exact, run_method
 from unlearn_ops.methods.base import NotApplicable
+from unlearn_ops.progress import section
 from unlearn_ops.verify.production import Evaluation, Settings, Verification
 
 
@@ -30,7 +31,8 @@ def unlearn_task(champion_dir: str, store_dir: str, forget_ids: list[str], famil
     model, spec = fam.load(champion_dir)
     splits = SampleStore(store_dir).splits(forget_ids)
     try:
-        result = run_method(method, model, splits, params, device=device)
+        with section(f"unlearn {method}"):
+            result = run_method(method, model, splits, params, device=device)
     except NotApplicable as e:
         return Attempt(method, NOT_APPLICABLE, reason=str(e))
     except Exception as e:
@@ -54,4 +56,5 @@ def verify_task(champion_dir: str, candidate_dir: str, store_dir: str, forget_id
     e = Evaluation(champion=fam.load(champion_dir)[0], candidate=fam.load(candidate_dir)[0],
                    splits=store.splits(forget_ids), store=store, classes=classes, item_ids=set(item_ids),
                    settings=settings)
-    return fam.verify(e, gates, kinds, exact=is_exact(method), report_dir=f"{candidate_dir}/report")
+    with section(f"verify {method}"):
+        return fam.verify(e, gates, kinds, exact=is_exact(method), report_dir=f"{candidate_dir}/report")
