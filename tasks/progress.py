@@ -126,7 +126,9 @@ class PipelineReporter:
             self._show_bar(loop)
         elif self.mode == "lines" and now - loop.line_at >= LINE_EVERY_S and now - loop.started >= LINE_EVERY_S:
             loop.line_at = now
-            print(f"[progress] {loop.label}: {loop.status()}", file=self.stream, flush=True)
+            # written, not print()ed: a flow with log_prints would copy every line into the run's logs
+            self.stream.write(f"[progress] {loop.label}: {loop.status()}\n")
+            self.stream.flush()
         if loop.in_run and not loop.artifact_failed and now - loop.started >= ARTIFACT_AFTER_S \
                 and now - loop.artifact_at >= ARTIFACT_EVERY_S:
             loop.artifact_at = now
