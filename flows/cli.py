@@ -21,6 +21,15 @@ app.add_typer(audit_app, name="audit")
 ROOT = typer.Option(None, "--root", help="project folder (default: this checkout)")
 
 
+def _servers_answer() -> None:
+    """In team mode, stop with one line naming the setting when a server does not answer."""
+    from tasks.env import server_problem
+
+    if problem := server_problem():
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
+
+
 def _fmt_metric(metrics: dict, key: str) -> str:
     v = metrics.get(key)
     return "-" if v is None else f"{v:.4f}"
@@ -28,13 +37,19 @@ def _fmt_metric(metrics: dict, key: str) -> str:
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Registered models, their versions, aliases and key metrics."""
+    """Which servers are in use (team / embedded), registered models, their versions, aliases and key metrics."""
+    from tasks.env import mode
     from tasks.registry import registry_summary
 
+    _servers_answer()
+    m = mode()
     summary = registry_summary()
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(json.dumps({"mode": m, "models": summary}, indent=2, default=str))
         return
+    typer.echo(f"mode: team — Prefect {m['prefect_ui']} (API {m['prefect_api']}), MLflow {m['mlflow']} "
+               f"(from {m['source']})" if m["mode"] == "team" else
+               f"mode: embedded — a temporary Prefect server per command, MLflow {m['mlflow']}")
     if not summary:
         typer.echo("no registered models yet: run `make build` (or `dvc repro`)")
         return
@@ -57,6 +72,7 @@ def request_submit(files: list[Path] = typer.Argument(..., exists=True, dir_okay
                    root: Path | None = ROOT) -> None:
     """Validate request files now and record them in the ledger (they join the next batch).
     One line per file, each in the ledger; exits 1 when any is rejected."""
+    _servers_answer()
     from tasks.intake import file_away, intake_documents, intake_limits, read_file, source
     from tasks.registry import is_registered
     from tasks.workspace import Workspace
@@ -105,6 +121,7 @@ def request_list(state: str | None = typer.Option(None, help="only requests in t
 def batch_run(batch_id: str | None = typer.Option(None, "--batch-id", help="resume / show this batch"),
               root: Path | None = ROOT) -> None:
     """Run the deletion_batch flow now (inbox + pending requests)."""
+    _servers_answer()
     from flows.deletion_batch import deletion_batch
 
     result = deletion_batch(batch_id=batch_id, root=str(root) if root else None)
@@ -183,6 +200,7 @@ def demo(root: Path | None = ROOT,
                                        help="folder of waves (sub-folders of request files), relative to the root")) -> None:
     """The main job after the build: submit the example requests wave by wave, run a batch for each,
     print the result."""
+    _servers_answer()
     from flows.deletion_batch import deletion_batch
     from tasks.workspace import Workspace
 

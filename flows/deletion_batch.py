@@ -28,6 +28,7 @@ from tasks.batch import (
     ForgetSet,
     ModelReport,
     ModelWork,
+    PowerCheck,
     Progress,
     advance,
     batch_lock,
@@ -39,7 +40,7 @@ from tasks.certificate import copy_figures, issue_certificate, summary_table
 from tasks.forget_set import apply_deletion_task, extract_task, relative
 from tasks.intake import intake_task
 from tasks.registry import fetch_champion_task, promote_task, register_candidate_task
-from tasks.unlearning import unlearn_task, verify_task
+from tasks.unlearning import cannot_pass, power_task, unlearn_task, verify_task
 from tasks.versioning import version_task
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Ledger
@@ -65,16 +66,24 @@ def run_chain(ws: Workspace, steps: Progress, work: ModelWork) -> list[Attempt]:
     family, forget = ws.family(work.model), ForgetIds.load(work.work)
     store_dir, champion = str(ws.store_for(work.model).root), str(work.champion_dir)
     batch = ws.params.get("batch") or {}
+    gates, settings = ws.gates_for(work.model), Settings.from_params(batch)
+
+    def power() -> PowerCheck:  # the champion judged as its own candidate, once per batch
+        return steps.once("power", lambda: power_task(champion, store_dir, forget.ids, work.classes, forget.item_ids,
+                                                      work.kinds, family, gates, settings), PowerCheck)
+
     while not any(a.passed for a in attempts) and len(attempts) < len(chain):
         method = chain[len(attempts)]
-        print(f"[{work.model}] unlearning {work.count} samples with `{method}` "
-              f"(attempt {len(attempts) + 1}/{len(chain)})")
-        attempt = unlearn_task(champion, store_dir, forget.ids, family, method, ws.method_params(work.model, method),
-                               batch.get("device", "auto"), str(work.attempt_dir(len(attempts), method)))
+        attempt = cannot_pass(method, store_dir, forget.ids, forget.item_ids, work.classes, work.kinds, gates, power)
+        if attempt is None:
+            print(f"[{work.model}] unlearning {work.count} samples with `{method}` "
+                  f"(attempt {len(attempts) + 1}/{len(chain)})")
+            attempt = unlearn_task(champion, store_dir, forget.ids, family, method,
+                                   ws.method_params(work.model, method), batch.get("device", "auto"),
+                                   str(work.attempt_dir(len(attempts), method)))
         if attempt.model_dir is not None:
             attempt = attempt.judged(verify_task(champion, attempt.model_dir, store_dir, forget.ids, work.classes,
-                                                 forget.item_ids, work.kinds, family, ws.gates_for(work.model),
-                                                 method, Settings.from_params(batch)))
+                                                 forget.item_ids, work.kinds, family, gates, method, settings))
         print(f"[{work.model}] `{method}`: {attempt.summary()}")
         attempts.append(attempt)
         steps.record("attempts", attempts)
@@ -116,6 +125,7 @@ def apply_and_certify(ws: Workspace, steps: Progress, work: ModelWork, forget_se
                                                        "dvc_md5": forget_set.dvc_md5},
                          champion_before=champion_before, champion_after=champion_before,
                          attempts=[a.certified() for a in attempts], candidate=candidate, outcome="failed",
+                         power=steps.get("power"),
                          reports=copy_figures(ws, steps.batch_id, work.model, final.reports) if candidate else {})
     if not final.passed:
         reason = "no method of the policy chain passed the gates: " + " | ".join(

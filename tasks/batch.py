@@ -93,6 +93,32 @@ class ForgetSet(Record):
 # what an attempt came to
 UNLEARNED, PASSED, FAILED = "unlearned", "passed", "failed"  # unlearned: not verified yet
 NOT_APPLICABLE, ERROR = "not_applicable", "error"            # no model: the method does not apply / raised
+SKIPPED, NO_POWER = "skipped", "no_power"                    # not run: it could not pass this batch
+WORDS = {PASSED: "PASS", NOT_APPLICABLE: "NOT APPLICABLE", ERROR: "ERROR", SKIPPED: "SKIPPED", NO_POWER: "NO POWER"}
+
+
+@dataclass(frozen=True)
+class PowerCheck(Record):
+    """The champion measured as its own candidate on the batch's forget set, once per batch: do the
+    gates that carry a `power_margin` reject it by that margin? If not, they cannot tell a method
+    that forgot from one that did nothing here, and only an exact method may pass
+    (docs/verification.md, "Power check")."""
+
+    has_power: bool
+    evidence: dict[str, list[str]]            # request kind → one comparison per gate with a margin
+    metrics: dict[str, dict[str, float]]      # the champion's metrics (the evidence)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sentence": self.sentence()}
+
+    def sentence(self) -> str:
+        shown = "; ".join(f"{kind}: {', '.join(lines)}" for kind, lines in self.evidence.items())
+        if self.has_power:
+            return f"power check: these gates reject the champion itself on this forget set by their margin ({shown})"
+        return (f"power check: these gates do not reject the champion itself on this forget set by their margin "
+                f"({shown}): they cannot tell a method that forgot from one that did nothing here, so only an exact "
+                "method can certify this batch")
 
 
 @dataclass(frozen=True)
@@ -124,14 +150,15 @@ class Attempt(Record):
 
     def why_not(self) -> str:
         """What stopped it: the failed gates, or the reason it produced no model."""
+        if self.status == SKIPPED:
+            return f"skipped: {self.reason}"
         return self.reason or ", ".join(f for g in (self.gates or {}).values() for f in g["failed"])
 
     def summary(self) -> str:
         if self.status == FAILED:
             return "FAIL " + "; ".join(f"{k}: {', '.join(g['failed'])}" for k, g in (self.gates or {}).items()
                                        if not g["passed"])
-        words = {PASSED: "PASS", NOT_APPLICABLE: "NOT APPLICABLE", ERROR: "ERROR"}[self.status]
-        return words + (f" ({self.reason})" if self.reason else "")
+        return WORDS[self.status] + (f" ({self.reason})" if self.reason else "")
 
     def certified(self) -> dict[str, Any]:
         """What the certificate shows of it."""
@@ -167,6 +194,7 @@ class ModelReport(Record):
     reports: dict[str, str] = field(default_factory=dict)   # PNG name → path beside the certificate
     data_dvc_md5: str | None = None
     record_dvc_md5: str | None = None
+    power: dict[str, Any] | None = None  # PowerCheck.to_dict() with its sentence, when one was needed
 
 
 # ------------------------------------------------------------------------------ progress

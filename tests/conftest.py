@@ -21,6 +21,9 @@ from pathlib import Path
 _TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
 os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TMP / 'mlflow.db'}"
+os.environ["UNLEARN_STACK_DIR"] = str(_TMP / "stack")  # a developer's running `make up` stays out of the tests
+for _var in ("PREFECT_API_URL", "PREFECT_UI_URL"):  # embedded mode unless a test starts servers itself
+    os.environ.pop(_var, None)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["UNLEARN_PROGRESS"] = "off"  # no progress bars, lines or artifacts in test output
 

@@ -17,7 +17,18 @@ from typing import Any
 from unlearn_ops.utils import atomic_write_json, atomic_write_text, canonical_json, sha256_bytes, sha256_file
 
 GENESIS = "0" * 64
-ATTEMPT_VERDICTS = {"passed": "PASS", "failed": "FAIL", "not_applicable": "NOT APPLICABLE", "error": "ERROR"}
+ATTEMPT_VERDICTS = {"passed": "PASS", "failed": "FAIL", "not_applicable": "NOT APPLICABLE", "error": "ERROR",
+                    "skipped": "SKIPPED", "no_power": "NO POWER"}
+PATH_MARKS = {"passed": " ✓", "skipped": " (skipped)", "no_power": " (no power)"}  # anything else: ✗
+
+
+def _power_line(power: dict[str, Any]) -> str:
+    """The batch's power check (the champion judged as its own candidate; docs/verification.md)."""
+    shown = "; ".join(f"{group}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(ms.items()) if v is not None)
+                      for group, ms in power["metrics"].items())
+    sentence = power["sentence"]
+    return (f"- {sentence[0].upper()}{sentence[1:]} (measured in {power.get('seconds', 0):.1f} s; "
+            f"the champion's metrics — {shown})")
 
 
 def certificate_markdown(cert: dict[str, Any]) -> str:
@@ -34,13 +45,18 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                   f"DVC md5 `{m['forget_set'].get('dvc_md5', '-')}`",
                   f"- Champion before: v{m.get('champion_before') or '-'}; after: v{m.get('champion_after') or '-'}; "
                   f"registered candidate: v{m.get('candidate') or '-'}",
-                  f"- Method path: {' → '.join(a['method'] + (' ✓' if a.get('passed') else ' ✗') for a in m['attempts'])}",
-                  f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`", ""]
+                  f"- Method path: {' → '.join(a['method'] + PATH_MARKS.get(a.get('status'), ' ✗') for a in m['attempts'])}",
+                  f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`",
+                  *([_power_line(m["power"])] if m.get("power") else []), ""]
         for a in m["attempts"]:
             lines += [f"### Attempt `{a['method']}` — {ATTEMPT_VERDICTS.get(a.get('status'), 'FAIL')} "
                       f"({a.get('seconds', 0):.1f} s)", ""]
             if a.get("status") == "not_applicable":
                 lines += [f"Does not apply: {a.get('reason')}", ""]
+            elif a.get("status") == "skipped":
+                lines += [f"Not run, it could not pass this batch — skipped: {a.get('reason')}", ""]
+            elif a.get("status") == "no_power":
+                lines += [f"Not run — {a.get('reason')}", ""]
             elif a.get("reason"):
                 lines += [f"Error: `{a['reason']}`", ""]
             if a.get("traceback"):  # a bug in the method, shown in full so it gets fixed

@@ -34,6 +34,10 @@ class Family:
     metrics: Callable[[p.Evaluation], p.Metrics]
     report: Callable[[p.Evaluation, Path], dict[str, Path]]      # the PNGs beside the certificate
 
+    def measure(self, e: p.Evaluation) -> p.Metrics:
+        """The candidate's production metrics, without verdicts or report (the power check's cost)."""
+        return self.metrics(self.prepare(e))
+
     def verify(self, e: p.Evaluation, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str], *,
                exact: bool, report_dir: str | Path) -> p.Verification:
         """Measure the candidate, judge every request kind by its gates, draw the report."""

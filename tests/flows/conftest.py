@@ -49,9 +49,9 @@ def make_repo(root: Path, params: dict) -> Path:
     return root
 
 
-def make_workspace(root: Path, tiny_model, params: dict | None = None) -> Path:
+def make_workspace(root: Path, tiny_model, params: dict | None = None, max_subject_size: int = 10) -> Path:
     root = make_repo(root, params or PARAMS)
-    build_store(load_digits(), root / "data" / "store" / "digits", max_subject_size=10)
+    build_store(load_digits(), root / "data" / "store" / "digits", max_subject_size=max_subject_size)
     directory = save_model(tiny_model, TINY_SPEC, root / "models" / MODEL)
     version = log_and_register(directory, name=MODEL, family="classifier", experiment="build", run_name="build",
                                tags={"lineage": "build", "method": "train"})
