@@ -33,7 +33,7 @@ def train_task(params: dict) -> dict:
     model = build_model(spec)
     start = time.perf_counter()
     fit(model, splits.retain, TrainConfig(epochs=t["epochs"], lr=t["lr"], batch_size=t["batch_size"],
-                                          seed=t["seed"], device=t["device"]), progress=print)
+                                          seed=t["seed"], device=t["device"]))
     seconds = time.perf_counter() - start
     model = model.cpu()
     metrics = {"train_accuracy": accuracy(model, splits.retain), "test_accuracy": accuracy(model, splits.test),
