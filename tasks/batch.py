@@ -20,6 +20,7 @@ from unlearn_ops.methods import is_exact
 from unlearn_ops.verify.production import Verification
 
 KIND_PRIORITY = ("class", "concept", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
+SHARDED_EXACT = "sharded_retrain"  # the exact end of every chain of a sharded model
 R = TypeVar("R", bound="Record")
 
 
@@ -134,8 +135,9 @@ class Attempt(Record):
         return words + (f" ({self.reason})" if self.reason else "")
 
     def certified(self) -> dict[str, Any]:
-        """What the certificate shows of it."""
-        keep = ("method", "status", "passed", "seconds", "reason", "traceback", "metrics", "gates")
+        """What the certificate shows of it (`details`: what the method did, e.g. which members
+        of a sharded model it retrained from which slice)."""
+        keep = ("method", "status", "passed", "seconds", "reason", "traceback", "details", "metrics", "gates")
         return {k: v for k, v in self.to_dict().items() if k in keep}
 
 
@@ -244,12 +246,19 @@ def batch_lock(ws: Workspace, batch_id: str) -> Iterator[bool]:
 
 
 def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[str]:
-    """The policy's methods for the batch's strongest request kind; the last must be exact."""
+    """The policy's methods for the batch's strongest request kind; the last must be exact, and
+    for a sharded model `sharded_retrain` (which only a sharded model can run)."""
     kind = next(k for k in KIND_PRIORITY if k in kinds)
     chain = list(ws.params["policy"][model][kind])
     if not chain or not is_exact(chain[-1]):
         raise ValueError(f"policy.{model}.{kind} must end with an exact method such as `retrain` "
                          f"(exact unlearning is the last resort): {chain}")
+    sharded = ws.is_sharded(model)
+    if sharded and chain[-1] != SHARDED_EXACT:
+        raise ValueError(f"policy.{model}.{kind} must end with `{SHARDED_EXACT}`: {model} is sharded (its build "
+                         f"section's shards/slices/pool_fraction), and only that retrains just its touched members: {chain}")
+    if not sharded and SHARDED_EXACT in chain:
+        raise ValueError(f"policy.{model}.{kind} names `{SHARDED_EXACT}`, but {model} is not sharded: {chain}")
     return chain
 
 

@@ -6,13 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import TINY_SPEC
 from tests.methods.contract import assert_same_state, check_contract
-from tests.sharded_helpers import SCHEDULE, SHARDS, SLICES, build_sharded, one_thread, shard_map, subject_in_slice
+from tests.sharded_helpers import (
+    POOLED,
+    SCHEDULE,
+    SHARDS,
+    SLICES,
+    build_sharded,
+    one_thread,
+    subject_in_slice,
+)
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods.base import NotApplicable
-from unlearn_ops.sharding import MemberSchedule, train_ensemble
+from unlearn_ops.models.sharded import POOL
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +29,7 @@ def sharded(digits_store):
 
 def from_scratch(store, retain_ids: tuple[str, ...]):
     """The whole sharded build, run again on the retained data only."""
-    with one_thread():
-        retain = store.splits(retain_ids=list(retain_ids)).retain
-        return train_ensemble(dict(TINY_SPEC), retain, shard_map(store, list(retain.ids)),
-                              MemberSchedule(**SCHEDULE, device="cpu"))
+    return build_sharded(store, retain_ids=list(retain_ids))
 
 
 def forget_subject(store, model, slice_: int):
@@ -108,3 +112,54 @@ def test_a_monolithic_model_is_not_applicable(tiny_model, item_splits):
 
 def test_contract(sharded, item_splits):
     check_contract("sharded_retrain", sharded, item_splits, SCHEDULE)
+
+
+# --------------------------------------------------------------------- the shared warm-start pool
+@pytest.fixture(scope="module")
+def pooled(digits_store):
+    return build_sharded(digits_store, pooled=True)
+
+
+def test_members_start_from_a_model_trained_on_the_pool_alone(pooled):
+    state = pooled.state()
+    assert state.init is not None and state.map.has_pool
+    assert not set(state.map.member_ids(POOL)) & {i for m in range(SHARDS) for i in state.map.member_ids(m)}
+
+
+def test_deleting_a_member_subject_keeps_the_warm_start(digits_store, pooled):
+    subject = subject_in_slice(digits_store, pooled, SLICES - 1)
+    splits = digits_store.splits(digits_store.subject_ids(subject))
+    with one_thread():
+        result = run_method("sharded_retrain", pooled, splits, POOLED, device="cpu")
+    assert [r["member"] for r in result.details["retrained"]] == [result.details["retrained"][0]["member"]]
+    assert result.model.state().init is pooled.state().init
+    reference = build_sharded(digits_store, pooled=True, retain_ids=list(splits.retain.ids))
+    assert all(members_equal(result.model, reference, i) for i in range(SHARDS))
+
+
+def test_deleting_a_pool_subject_rebuilds_the_warm_start_and_every_member_exactly(digits_store, pooled):
+    subject = subject_in_slice(digits_store, pooled, 0, shard=POOL)
+    splits = digits_store.splits(digits_store.subject_ids(subject))
+    with one_thread():
+        result = run_method("sharded_retrain", pooled, splits, POOLED, device="cpu")
+    retrained = result.details["retrained"]
+    assert retrained[0]["member"] == POOL and [r["member"] for r in retrained[1:]] == list(range(SHARDS))
+    assert all(r["from_slice"] == 0 for r in retrained) and "shared warm start" in result.details["summary"]
+    reference = build_sharded(digits_store, pooled=True, retain_ids=list(splits.retain.ids))
+    assert all(torch.equal(v, reference.state().init[k]) for k, v in result.model.state().init.items())
+    assert all(members_equal(result.model, reference, i) for i in range(SHARDS))
+
+
+def test_an_approximate_method_on_pool_data_leaves_a_full_rebuild_to_the_exact_method(digits_store, pooled):
+    subject = subject_in_slice(digits_store, pooled, 0, shard=POOL)
+    splits = digits_store.splits(digits_store.subject_ids(subject))
+    tuned = run_method("finetune", pooled, splits, {"epochs": 1, "lr": 1e-3, "batch_size": 64}, device="cpu")
+    assert tuned.details["members"] == list(range(SHARDS))  # the pool reached every member
+    assert tuned.model.state().init is None and not tuned.model.state().checkpoints
+    # the next exact deletion, of anything, retrains the warm start and every member
+    other = digits_store.subject_ids(subject_in_slice(digits_store, pooled, SLICES - 1))
+    retain = [i for i in splits.retain.ids if i not in set(other)]
+    result = run_method("sharded_retrain", tuned.model, digits_store.splits(other, retain_ids=retain), POOLED,
+                        device="cpu")
+    assert [r["member"] for r in result.details["retrained"]] == [POOL, *range(SHARDS)]
+    assert result.model.state().init is not None

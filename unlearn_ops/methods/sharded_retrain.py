@@ -23,7 +23,7 @@ from unlearn_ops.methods.base import (
     check_positive,
     require_model,
 )
-from unlearn_ops.models.sharded import ShardedEnsemble
+from unlearn_ops.models.sharded import POOL, ShardedEnsemble
 from unlearn_ops.sharding import MemberSchedule, retrain_members
 from unlearn_ops.training import OPTIMIZERS
 
@@ -43,21 +43,25 @@ class Config:
     optimizer: str = "adam"    # adam | sgd (the build trains with Adam)
     weight_decay: float = 0.0  # the build uses none
     seed: int = 0              # the build's seed (member i's seeds derive from it)
+    pool_epochs: float = 0.0   # the warm start's passes over the shared pool (0: the model has no pool)
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "lr", "batch_size")
+        if self.pool_epochs < 0:
+            raise ValueError(f"sharded_retrain: pool_epochs must be >= 0, not {self.pool_epochs!r}")
         check_choices(self, {"optimizer": OPTIMIZERS})
 
 
 def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
     """The classifier build's schedule (params.yaml `train`) as Config fields."""
-    return build_values("sharded_retrain", build, {k: k for k in ("epochs", "lr", "batch_size", "seed")})
+    return build_values("sharded_retrain", build, {k: k for k in ("epochs", "lr", "batch_size", "seed", "pool_epochs")})
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     require_model(model, ShardedEnsemble, "sharded_retrain retrains the members of a sharded classifier (train.shards)")
     logs: list[str] = []
-    schedule = MemberSchedule(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, cfg.optimizer, cfg.weight_decay, device)
+    schedule = MemberSchedule(cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed, cfg.optimizer, cfg.weight_decay, device,
+                              cfg.pool_epochs)
     new, retrained = retrain_members(model, splits.retain, schedule, progress=logs.append)
     untouched = sorted(set(range(model.shards)) - {r["member"] for r in retrained})
     details = {"shards": model.shards, "slices": model.slices, "retrained": retrained, "untouched": untouched,
@@ -69,6 +73,8 @@ def summary(retrained: list[dict[str, int]], slices: int) -> str:
     """One sentence for the certificate: which members were retrained from which slice."""
     if not retrained:
         return "no member was trained on the forget set: nothing retrained"
-    parts = [f"member {r['member']} from slice {r['from_slice'] + 1} of {slices} "
+    parts = [f"the shared warm start on its pool ({r['removed']} samples removed, {r['retained']} kept), then"
+             if r["member"] == POOL else
+             f"member {r['member']} from slice {r['from_slice'] + 1} of {slices} "
              f"({r['removed']} samples removed, {r['retained']} kept)" for r in retrained]
     return "retrained " + "; ".join(parts)

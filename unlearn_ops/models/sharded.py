@@ -7,7 +7,10 @@ carries what exact deletion needs (`ShardState`):
 
 - the shard map: which shard and slice each training sample is in. All samples of a data
   subject share one shard and one slice (a stable hash of the subject ID, else of the sample
-  ID), so one person's deletion touches one member, from one slice on;
+  ID), so one person's deletion touches one member, from one slice on. Optionally a share of
+  the subjects forms a shared pool (shard -1, SISA's transfer variant): a model trained on it
+  alone warm-starts every member. A deletion from the pool is still exact, at the price of a
+  full rebuild (the warm start and every member);
 - checkpoints: each member's weights after each of its slices but the last (the last is the
   member itself). A checkpoint after a slice that held forgotten data holds that data, so a
   deletion drops or recomputes it; old model versions keep theirs until retention deletes them;
@@ -37,6 +40,7 @@ from torch.nn import functional as F
 
 ARCH = "sharded"
 MAP_FILE, STATE_FILE = "shard_map.json", "shard_state.safetensors"
+POOL = -1  # the shard value of the shared warm-start pool
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -46,9 +50,10 @@ def stable_bucket(key: str, buckets: int, salt: str) -> int:
     return int.from_bytes(digest[:8], "big") % buckets
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShardMap:
-    """Sample → (shard, slice), in training order (the order members see their samples in)."""
+    """Sample → (shard, slice), in training order (the order members see their samples in);
+    shard `POOL` (-1): the shared pool that trains the members' warm start."""
 
     shards: int
     slices: int
@@ -62,16 +67,23 @@ class ShardMap:
         if not len(self.ids) == len(self.shard) == len(self.slice):
             raise ValueError("shard map columns differ in length")
         if len(self.ids) and (self.shard.max() >= self.shards or self.slice.max() >= self.slices
-                              or min(self.shard.min(), self.slice.min()) < 0):
+                              or self.shard.min() < POOL or self.slice.min() < 0):
             raise ValueError("shard map holds a shard or slice out of range")
 
     @classmethod
-    def assign(cls, ids: Sequence[str], subjects: Sequence[str], shards: int, slices: int) -> ShardMap:
+    def assign(cls, ids: Sequence[str], subjects: Sequence[str], shards: int, slices: int,
+               pool_fraction: float = 0.0) -> ShardMap:
         """Shard and slice of each sample: stable hashes of its data subject (of the sample ID
-        when it has none), so a subject's samples are in one shard and one slice."""
+        when it has none), so a subject's samples are in one shard and one slice; about
+        `pool_fraction` of the subjects go to the shared pool instead."""
+        if not 0.0 <= pool_fraction < 1.0:
+            raise ValueError(f"pool_fraction must be in [0, 1), not {pool_fraction}")
         keys = [s or i for i, s in zip(ids, subjects, strict=True)]
-        return cls(shards, slices, tuple(ids), np.array([stable_bucket(k, shards, "shard") for k in keys], np.int64),
-                   np.array([stable_bucket(k, slices, "slice") for k in keys], np.int64))
+        shard = np.array([stable_bucket(k, shards, "shard") for k in keys], np.int64)
+        pooled = np.array([stable_bucket(k, 1_000_000, "pool") < pool_fraction * 1_000_000 for k in keys], bool)
+        shard[pooled] = POOL
+        return cls(shards, slices, tuple(ids), shard, np.array([stable_bucket(k, slices, "slice") for k in keys],
+                                                                np.int64))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -84,7 +96,8 @@ class ShardMap:
                         self.shard[mask], self.slice[mask])
 
     def removed(self, kept: Iterable[str]) -> dict[int, dict[str, int]]:
-        """Per member that loses samples when only `kept` remains: how many, and the first slice."""
+        """Per member (`POOL` for the shared pool) that loses samples when only `kept` remains:
+        how many, and the first slice."""
         keep = set(kept)
         out: dict[int, dict[str, int]] = {}
         for i, s, r in zip(self.ids, self.shard.tolist(), self.slice.tolist(), strict=True):
@@ -98,6 +111,10 @@ class ShardMap:
         """The members whose shard holds any of `ids`."""
         want = set(ids)
         return sorted({s for i, s in zip(self.ids, self.shard.tolist(), strict=True) if i in want})
+
+    @property
+    def has_pool(self) -> bool:
+        return bool((self.shard == POOL).any())
 
     def member_ids(self, member: int) -> list[str]:
         return [self.ids[k] for k in np.flatnonzero(self.shard == member)]
@@ -137,9 +154,17 @@ class ShardState:
 
     def dropping(self, drops: Mapping[int, int], kept: Iterable[str]) -> ShardState:
         """The state once only `kept` samples remain and each member in `drops` lost its checkpoints
-        from that slice on (they were trained on forgotten data)."""
+        from that slice on (they were trained on forgotten data). A loss from the pool drops the
+        warm start and every checkpoint (all started from it): the next exact retrain rebuilds."""
+        if POOL in drops:
+            return replace(self, map=self.map.keep(kept), checkpoints={}, init=None)
         checkpoints = {(m, r): w for (m, r), w in self.checkpoints.items() if r < drops.get(m, self.map.slices)}
         return replace(self, map=self.map.keep(kept), checkpoints=checkpoints)
+
+    @property
+    def needs_warm_start(self) -> bool:
+        """The map has a pool but its warm start was dropped (an approximate method forgot pool samples)."""
+        return self.map.has_pool and self.init is None
 
 
 class ShardedEnsemble(nn.Module):
