@@ -50,8 +50,9 @@ from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
 from unlearn_ops.models import build_model
 from unlearn_ops.models.sharded import POOL, ShardMap
-from unlearn_ops.sharding import MemberSchedule, train_ensemble
+from unlearn_ops.sharding import MemberSchedule, train_ensemble, warm_start
 from unlearn_ops.training import TrainConfig, fit, per_class_accuracy, predict_logits, reinitialize
+from unlearn_ops.utils import atomic_write_json
 from unlearn_ops.verify.mia import matched_nonmembers, simple_mia
 
 NAME = "sharded"
@@ -67,17 +68,19 @@ class Setup:
     subjects: tuple[int, ...]        # deletion sizes (nested random draws)
     configs: tuple[str, ...]
     class_configs: tuple[str, ...]   # configurations whose class deletion is run
+    light_configs: tuple[str, ...]   # configurations run with the one-subject deletion only (curve points)
     forget_class: int
     mia_cap: int                     # forgotten samples and non-members behind each MIA (at most)
 
 
+# A reduced grid, to fit ~40 CPU minutes on a shared 2-core machine (docs/benchmarks/sharded.md says
+# what was left out): member schedule E = 1.5 from the pilot (docs/methods/sharded_retrain.md).
 FULL = Setup("fmnist", TrainConfig(epochs=3, lr=1e-3, batch_size=128, seed=0, device="cpu"), 0.1, 10,
              (1, 10, 100),
-             ("warm-S4-R1-E1", "warm-S4-R4-E1", "warm-S8-R1-E1", "warm-S8-R4-E1", "warm-S16-R1-E1", "warm-S16-R4-E1",
-              "scratch-S8-R1-E3"),
-             ("warm-S8-R4-E1",), 3, 1000)
+             ("warm-S4-R4-E1.5", "warm-S4-R1-E1.5", "warm-S8-R4-E1.5", "warm-S16-R4-E1.5", "scratch-S8-R1-E3"),
+             ("warm-S4-R4-E1.5",), ("scratch-S8-R1-E3",), 3, 1000)
 QUICK = Setup("digits", TrainConfig(epochs=15, lr=3e-3, batch_size=64, seed=0, device="cpu"), 0.2, 10,
-              (1, 10), ("warm-S2-R2-E4", "scratch-S2-R1-E8"), ("warm-S2-R2-E4",), 3, 200)
+              (1, 10), ("warm-S2-R2-E4", "scratch-S2-R1-E8"), ("warm-S2-R2-E4",), (), 3, 200)
 
 
 def parse_config(label: str) -> tuple[bool, int, int, float]:
@@ -150,14 +153,32 @@ def monolithic(setup: Setup, data: Data, spec: dict) -> dict[str, Any]:
             "mia_after": mia_auc(model, data, largest, setup.mia_cap)}
 
 
+def schedule_of(setup: Setup, epochs: float, warm: bool) -> MemberSchedule:
+    base = setup.mono
+    return MemberSchedule(epochs, base.lr, base.batch_size, base.seed, device="cpu",
+                          pool_epochs=setup.pool_epochs if warm else 0.0)
+
+
+def shared_warm_start(setup: Setup, data: Data, spec: dict) -> dict[str, Any]:
+    """The warm start every `warm` configuration shares: the pool and its schedule do not depend
+    on the number of shards or slices, so it is trained (and its CPU measured) once."""
+    shard_map = ShardMap.assign(list(data.train.ids), data.subjects, 1, 1, setup.pool_fraction)
+    m = measure(lambda: warm_start(spec, data.train, shard_map, schedule_of(setup, 1, True)))
+    model = build_model(spec)
+    model.load_state_dict(m.result)
+    print(f"shared warm start: {m.cpu_seconds:.0f} CPU s", flush=True)
+    return {"init": m.result, "cpu_s": m.cpu_seconds, "samples": int((shard_map.shard == POOL).sum()),
+            "test_accuracy": evaluate(model, data)["test_accuracy"]}
+
+
 def sharded(setup: Setup, data: Data, spec: dict, label: str, deletions: list[str],
-            schedule_base: TrainConfig) -> dict[str, Any]:
+            pool: dict[str, Any] | None) -> dict[str, Any]:
     warm, shards, slices, epochs = parse_config(label)
-    schedule = MemberSchedule(epochs, schedule_base.lr, schedule_base.batch_size, schedule_base.seed, device="cpu",
-                              pool_epochs=setup.pool_epochs if warm else 0.0)
+    schedule = schedule_of(setup, epochs, warm)
     shard_map = ShardMap.assign(list(data.train.ids), data.subjects, shards, slices,
                                 setup.pool_fraction if warm else 0.0)
-    built = measure(lambda: train_ensemble(spec, data.train, shard_map, schedule))
+    init = pool["init"] if warm and pool else None
+    built = measure(lambda: train_ensemble(spec, data.train, shard_map, schedule, init=init))
     model = built.result
     largest = f"{max(setup.subjects)} subjects"
     row = {"config": label, "warm": warm, "shards": shards, "slices": slices, "member_epochs": epochs,
@@ -196,13 +217,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data, info = load_data(setup)
     subjects = [f"{k} subjects" for k in setup.subjects]
     mono = monolithic(setup, data, info["spec"])
-    rows = [sharded(setup, data, info["spec"], label, [] if args.builds_only else
-                    subjects + (["class"] if label in class_configs else []), setup.mono) for label in configs]
+    pool = shared_warm_start(setup, data, info["spec"]) if any(parse_config(c)[0] for c in configs) else None
+    rows = []
+    for label in configs:
+        deletions = (subjects[:1] if label in setup.light_configs else subjects) + \
+            (["class"] if label in class_configs else [])
+        rows.append(sharded(setup, data, info["spec"], label, [] if args.builds_only else deletions, pool))
+        atomic_write_json(refs.CACHE / f"{NAME}.partial.json", {"monolithic": mono, "configs": rows})  # a run cut short
     for row in rows:
         for name, d in row["deletions"].items():
             d["ratio"] = mono["deletion_cpu_s"][name] / d["cpu_s"]
     payload = {"quick": args.quick, "dataset": setup.dataset, "setup": {**asdict(setup), "mono": asdict(setup.mono)},
                "classes": info["classes"], "monolithic": mono, "configs": rows, "load": load_record(),
+               "warm_start": {k: v for k, v in (pool or {}).items() if k != "init"},
                "builds_only": args.builds_only}
     payload["verdicts"] = verdicts(payload)
     if args.quick and not args.out_dir:

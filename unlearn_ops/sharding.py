@@ -124,11 +124,13 @@ def warm_start(member_spec: dict, data: Part, shard_map: ShardMap, schedule: Mem
 
 
 def train_ensemble(member_spec: dict, data: Part, shard_map: ShardMap, schedule: MemberSchedule,
-                   progress: Callable[[str], None] | None = None) -> ShardedEnsemble:
+                   progress: Callable[[str], None] | None = None, init: StateDict | None = None) -> ShardedEnsemble:
     """Every member on its shard (`data` holds every mapped ID), with its checkpoints; from the
-    pool's warm start when the map has a pool."""
+    pool's warm start when the map has a pool (`init`: that warm start, already trained by
+    `warm_start` on this map's pool with this schedule; the benchmark shares one across shard counts)."""
     model = ShardedEnsemble(member_spec, shard_map.shards, shard_map.slices)
-    init = warm_start(member_spec, data, shard_map, schedule, progress)
+    if init is None:
+        init = warm_start(member_spec, data, shard_map, schedule, progress)
     model.sharding = ShardState(shard_map, {}, init)
     checkpoints: dict[tuple[int, int], StateDict] = {}
     for i in range(shard_map.shards):
