@@ -8,6 +8,8 @@ PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2
 BENCH ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 BENCH_ARGS ?=
+# one Prefect server for every process of a command (flows/server.py), stopped when it ends
+WITH_SERVER = $(PY) -m flows.server --
 
 # The quiet, offline environment (also set by tasks/env.py for direct `unlearn` calls).
 # PREFECT_API_URL / MLFLOW_TRACKING_URI are not set here: tasks/env.py takes them from var/stack/env
@@ -28,20 +30,16 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg
 
-.PHONY: help setup system-packages data demo demo-gan demo-llm demo-text build build-gan build-llm build-text test bench ui \
-        up down ps deploy lint lock clean
+.PHONY: help setup system-packages data demo demo-gan demo-llm demo-text build build-gan build-llm build-text test bench \
+        gpu-check ui up down ps deploy lint lock clean
 # Debian packages behind team mode (`make up`: PostgreSQL) and the UI test (headless Chromium).
 SYSTEM_PACKAGES := postgresql chromium
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(VENV)/.installed: requirements.lock requirements-data.txt pyproject.toml
-	python3 -m venv $(VENV)
-	$(PIP) install -q -U pip $(PIP_QUIET)
-	$(PIP) install -q -r requirements.lock $(PIP_QUIET)
-	$(PIP) install -q --no-deps -r requirements-data.txt $(PIP_QUIET)
-	$(PIP) install -q --no-deps -e . $(PIP_QUIET)
+$(VENV)/.installed: requirements.lock requirements-data.txt pyproject.toml scripts/install.sh
+	scripts/install.sh $(VENV)  # uv when it installs, else pip (UNLEARN_INSTALLER=pip forces pip)
 	touch $@
 
 data/raw/fashion-mnist/train-images-idx3-ubyte.gz: | $(VENV)/.installed
@@ -59,13 +57,13 @@ system-packages:  ## PostgreSQL and Chromium from Debian when missing (as root; 
 	   else echo "note: missing Debian packages for team mode / UI test: sudo apt-get install -y $$missing"; fi; fi
 
 build: setup  ## the DVC build: import → validate → train → register (fmnist-classifier)
-	$(VENV)/bin/dvc repro register
+	$(WITH_SERVER) $(VENV)/bin/dvc repro register
 
 build-gan: setup  ## the GAN build: MNIST-5k store → reference classifier + DCGAN → mnist-gan (≈ 5 min on 2 cores)
 	$(VENV)/bin/dvc repro gan_register
 
-demo: build  ## setup + build + the main job
-	$(VENV)/bin/unlearn demo
+demo: setup  ## setup + build + the main job (one Prefect server for all of it)
+	$(WITH_SERVER) bash -c "$(VENV)/bin/dvc repro register && $(VENV)/bin/unlearn demo"
 
 build-llm: setup  ## the LM build: facts store → SmolLM2-135M base (converted once) → fine-tune → smollm2-facts
 	$(PY) -m flows.build_llm all
@@ -82,11 +80,15 @@ demo-llm: build-llm  ## the LM build + a person's deletion for smollm2-facts (ex
 demo-text: build-text  ## the text build + a movie (concept) and a class deletion for rt-sentiment (examples/text)
 	$(VENV)/bin/unlearn demo --examples examples/text
 
-test: setup  ## the test suite (what .ci/run runs)
+test: setup  ## the test suite (what .ci/run runs), then the method tests again reversed with 2 threads
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p no:cacheprovider tests/methods --reverse-order --torch-threads 2
 
 bench: setup  ## benchmarks → docs/benchmarks/ (BENCH=name, BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH) $(BENCH_ARGS)
+
+gpu-check: setup  ## on a CUDA machine: quick protocols + a batch on the GPU vs the CPU → docs/benchmarks/gpu.md
+	$(PY) -m bench gpu_check
 
 ui: setup  ## Prefect UI on :4200 and MLflow UI on :5000 over the embedded state (Ctrl-C stops both)
 	@echo "Prefect UI: http://127.0.0.1:4200   MLflow UI: http://127.0.0.1:5000"

@@ -19,6 +19,7 @@ from unlearn_ops.data.store import SampleStore
 from unlearn_ops.families import family
 from unlearn_ops.methods import get_method, is_exact, run_method
 from unlearn_ops.methods.base import NotApplicable
+from unlearn_ops.progress import section
 from unlearn_ops.verify.gates import precheck
 from unlearn_ops.verify.production import (
     Evaluation,
@@ -58,7 +59,8 @@ def unlearn_task(champion_dir: str, store_dir: str, forget_ids: list[str], famil
     model, spec = fam.load(champion_dir)
     splits = SampleStore(store_dir).splits(forget_ids)
     try:
-        result = run_method(method, model, splits, params, device=device)
+        with section(f"unlearn {method}"):
+            result = run_method(method, model, splits, params, device=device)
     except NotApplicable as e:
         return Attempt(method, NOT_APPLICABLE, reason=str(e))
     except Exception as e:
@@ -82,7 +84,8 @@ def verify_task(champion_dir: str, candidate_dir: str, store_dir: str, forget_id
     e = Evaluation(champion=fam.load(champion_dir)[0], candidate=fam.load(candidate_dir)[0],
                    splits=store.splits(forget_ids), store=store, classes=classes, item_ids=set(item_ids),
                    settings=settings)
-    return fam.verify(e, gates, kinds, exact=is_exact(method), report_dir=f"{candidate_dir}/report")
+    with section(f"verify {method}"):
+        return fam.verify(e, gates, kinds, exact=is_exact(method), report_dir=f"{candidate_dir}/report")
 
 
 @task(name="power-check", tags=["gpu"], cache_policy=NO_CACHE)
@@ -95,8 +98,9 @@ def power_task(champion_dir: str, store_dir: str, forget_ids: list[str], classes
     fam = family(family_name)
     store = SampleStore(store_dir)
     champion = fam.load(champion_dir)[0]
-    metrics = fam.measure(Evaluation(champion=champion, candidate=champion, splits=store.splits(forget_ids),
-                                     store=store, classes=classes, item_ids=set(item_ids), settings=settings))
+    with section("power check"):
+        metrics = fam.measure(Evaluation(champion=champion, candidate=champion, splits=store.splits(forget_ids),
+                                         store=store, classes=classes, item_ids=set(item_ids), settings=settings))
     checks = power_check(metrics, gates, kinds)
     return PowerCheck(all(c.has_power for c in checks.values()), {k: list(c.evidence) for k, c in checks.items()},
                       jsonable(metrics), round(time.perf_counter() - start, 2))
