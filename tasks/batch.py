@@ -22,6 +22,7 @@ from unlearn_ops.utils import atomic_write_json
 from unlearn_ops.verify.production import Verification
 
 KIND_PRIORITY = ("class", "concept", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
+SHARDED_EXACT = "sharded_retrain"  # the exact end of every chain of a sharded model
 R = TypeVar("R", bound="Record")
 
 
@@ -170,9 +171,10 @@ class Attempt(Record):
         return words + (f" ({self.reason})" if self.reason else "")
 
     def certified(self) -> dict[str, Any]:
-        """What the certificate shows of it."""
-        keep = ("method", "status", "passed", "seconds", "settings", "reason", "traceback", "metrics", "gates",
-                "regressions")
+        """What the certificate shows of it (`details`: what the method did, e.g. which members
+        of a sharded model it retrained from which slice)."""
+        keep = ("method", "status", "passed", "seconds", "settings", "reason", "traceback", "details", "metrics",
+                "gates", "regressions")
         return {k: v for k, v in self.to_dict().items() if k in keep}
 
 
@@ -382,6 +384,13 @@ def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[Step]:
     if not chain or not is_exact(chain[-1].method):
         raise ValueError(f"{where} must end with an exact method such as `retrain` "
                          f"(exact unlearning is the last resort): {[s.method for s in chain]}")
+    methods = [s.method for s in chain]
+    sharded = ws.is_sharded(model)
+    if sharded and methods[-1] != SHARDED_EXACT:
+        raise ValueError(f"{where} must end with `{SHARDED_EXACT}`: {model} is sharded (its build section's "
+                         f"shards/slices/pool_fraction), and only that retrains just its touched members: {methods}")
+    if not sharded and SHARDED_EXACT in methods:
+        raise ValueError(f"{where} names `{SHARDED_EXACT}`, but {model} is not sharded: {methods}")
     return chain
 
 

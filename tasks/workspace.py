@@ -14,6 +14,7 @@ from tasks.env import project_root
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.families import DEFAULT, FAMILIES
 from unlearn_ops.methods import method_params
+from unlearn_ops.sharding import is_sharded
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class Workspace:
             raise KeyError(f"models.{model}.build names `{section}`, which params.yaml does not have")
         return method_params(method, {**((self.params.get("unlearn") or {}).get(method) or {}), **(settings or {})},
                              self.params[section] if section is not None else None)
+
+    def is_sharded(self, model: str) -> bool:
+        """Whether the model's build section trains a sharded classifier (`shards`, `slices`, `pool_fraction`)."""
+        section = self.served_models().get(model, {}).get("build")
+        return section is not None and is_sharded(self.params.get(section) or {})
 
     def store_for(self, model: str) -> SampleStore:
         served = self.served_models()

@@ -74,6 +74,8 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                 lines += [f"Error: `{a['reason']}`", ""]
             if a.get("traceback"):  # a bug in the method, shown in full so it gets fixed
                 lines += ["```", a["traceback"].rstrip(), "```", ""]
+            if (a.get("details") or {}).get("summary"):  # what the method did, in one sentence
+                lines += [f"What it did: {a['details']['summary']}.", ""]
             if a.get("gates"):
                 lines += ["| kind | metric | value | bound | result |", "|---|---|---|---|---|"]
                 for kind, gates in a["gates"].items():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from unlearn_ops.models import LM_ARCH, load_model, save_model
+from unlearn_ops.models.sharded import load_classifier, save_classifier
 from unlearn_ops.progress import track
 from unlearn_ops.verify import production as p
 
@@ -70,7 +71,8 @@ def _as_is(e: p.Evaluation) -> p.Evaluation:
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("classifier", "gates", load_model, save_model, p.sampled_retain, p.classifier_metrics, p.classifier_report),
+    # a sharded classifier (spec arch `sharded`) is a classifier: its shard map and checkpoints travel with it
+    Family("classifier", "gates", load_classifier, save_classifier, p.sampled_retain, p.classifier_metrics, p.classifier_report),
     Family("text", "text_gates", load_model, save_model, p.tokenized, p.classifier_metrics, p.classifier_report),
     Family("gan", "gan_gates", load_model, save_model, _as_is, p.gan_metrics, p.gan_report),
     Family("lm", "lm_gates", _load_lm, _save_lm, _as_is, p.lm_metrics, p.no_report),
