@@ -84,7 +84,7 @@ def tiny_project(root: Path, mlflow_url: str) -> Path:
     torch.manual_seed(0)
     model = fit(build_model(SPEC), store.splits().retain, TrainConfig(epochs=15, lr=3e-3, batch_size=64, device="cpu"))
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
-    version = log_and_register(save_model(model, SPEC, root / "models" / MODEL), name=MODEL, experiment="build",
+    version = log_and_register(save_model(model, SPEC, root / "models" / MODEL), name=MODEL, family="classifier", experiment="build",
                                run_name="build", tags={"lineage": "build", "method": "train"})
     set_alias(MODEL, CHAMPION, version)
     return root

@@ -86,7 +86,7 @@ def build_project(root: Path, model: str, tiny_model, mlflow_url: str, params: d
     build_store(load_digits(), root / "data" / "store" / "digits", max_subject_size=10)
     directory = save_model(tiny_model, TINY_SPEC, root / "models" / model)
     with tracking(mlflow_url):
-        version = log_and_register(directory, name=model, experiment="build", run_name="build",
+        version = log_and_register(directory, name=model, family="classifier", experiment="build", run_name="build",
                                    tags={"lineage": "build", "method": "train"})
         set_alias(model, CHAMPION, version)
     return root
