@@ -244,8 +244,8 @@ def markdown(p: dict[str, Any]) -> str:
              "N flow runs created at once through the REST API; throughput = N / (time until the last is "
              "Completed). Each worker runs one flow run at a time (`--limit 1`). `noop` is a flow that does "
              "nothing (bench/stack_noop.py: orchestration only); `no-request batch` is `deletion_batch` with no "
-             "requests (its flow-run process imports torch, MLflow, GX and DVC: ~10 s of CPU each). A real batch "
-             "was not used for N = 50: on 2 shared cores that is an hour of compute.",
+             "requests (its flow-run process imports torch, MLflow, GX and DVC: the *import only* process above). "
+             "A real batch was not used for N = 50: on 2 shared cores that is an hour of compute.",
              "",
              md_table(["flow", "N", "runs/min, 1 worker", "runs/min, 2 workers", "ratio 2/1"],
                       [[r1["flow"], r1["n"], f"{r1['runs_per_min']:.1f}", f"{r2['runs_per_min']:.1f}",
@@ -254,7 +254,10 @@ def markdown(p: dict[str, Any]) -> str:
                        for r1 in p["throughput"] if r1["workers"] == 1 and (r1["flow"], r1["n"]) == (r2["flow"], r2["n"])]),
              "",
              "Both workers share this machine's 2 cores (and other jobs), so a second worker here adds a "
-             "process, not a CPU: the ratio is a floor for a second machine.",
+             "process, not a CPU. Orchestration itself scales (`noop`: the second worker's polling and process "
+             "start overlap with the first's), while runs whose time is CPU (the imports of a batch process) "
+             "gain nothing, or lose, when two of them compete for the same busy cores. A worker on a second "
+             "machine brings its own CPU; that was not measured here.",
              "",
              f"Load: 1-minute load average {p['load']['start']:.1f} at start, {p['load']['end']:.1f} at the end, "
              f"on {p['load']['cores']} cores."]

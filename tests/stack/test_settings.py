@@ -17,12 +17,22 @@ from tasks import env
 runner = CliRunner()
 
 
+SERVER_VARS = ("PREFECT_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI")
+
+
+def unset(monkeypatch, *names: str) -> None:
+    """Unset `names` for this test; put back as they were after it, even those `configure()` sets
+    (monkeypatch only restores a variable it saw set, hence the setenv first)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture()
 def team_env_file(tmp_path, monkeypatch):
     """A var/stack/env as `make up` writes it, in a stack folder of this test's own."""
     monkeypatch.setenv("UNLEARN_STACK_DIR", str(tmp_path))
-    for var in ("PREFECT_API_URL", "PREFECT_UI_URL", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(var, raising=False)  # restored (to unset) after the test
+    unset(monkeypatch, *SERVER_VARS)
     (tmp_path / "env").write_text("PREFECT_API_URL=http://127.0.0.1:4299/api\nPREFECT_UI_URL=http://127.0.0.1:4299\n"
                                   "MLFLOW_TRACKING_URI=http://127.0.0.1:5099\n")
     return tmp_path / "env"
@@ -50,7 +60,7 @@ def test_the_users_own_variables_win_over_the_env_file(team_env_file, monkeypatc
 
 def test_without_the_env_file_the_mode_is_embedded(tmp_path, monkeypatch):
     monkeypatch.setenv("UNLEARN_STACK_DIR", str(tmp_path))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    unset(monkeypatch, "PREFECT_API_URL")
     env.configure()
     assert env.mode()["mode"] == "embedded"
     assert env.server_problem() is None  # nothing to check: a temporary server per command
