@@ -10,4 +10,5 @@ BENCHES: dict[str, str] = {"cascaded_gan": "cascaded_gan", "lm_token_poisoning":
                            "concept_poisoning": "concept_poisoning", "class": "class_deletion",
                            "random10": "random10", "calibrate_gates": "calibrate_gates",
                            "neuron_perturbation": "neuron_perturbation",
-                           "fuzz_intake": "fuzz_intake", "sharded": "sharded"}
+                           "fuzz_intake": "fuzz_intake", "overhead": "overhead",
+                           "gpu_check": "gpu_check", "sharded": "sharded"}

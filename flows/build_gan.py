@@ -61,7 +61,7 @@ def train_task(p: dict) -> dict:
     seed_everything(p["seed"])
     reference = build_model(ref_spec)
     fit(reference, splits.retain, TrainConfig(epochs=r["epochs"], lr=r["lr"], batch_size=r["batch_size"],
-                                              seed=p["seed"], device=p["device"]), progress=print)
+                                              seed=p["seed"], device=p["device"]), what="reference classifier training")
     reference = reference.cpu().eval()
     ref_acc = accuracy(reference, splits.test)
     if ref_acc < r["min_test_accuracy"]:
@@ -72,7 +72,7 @@ def train_task(p: dict) -> dict:
                            image_size=h, d_dropout=g["d_dropout"]), p["seed"])
     cfg = GanTrainConfig(epochs=g["epochs"], batch_size=g["batch_size"], lr_g=g["lr_g"], lr_d=g["lr_d"],
                          beta1=g["beta1"], seed=p["seed"], device=p["device"])
-    seconds = train_gan(gan.generator, gan.discriminator, splits.retain.x, cfg, progress=print)
+    seconds = train_gan(gan.generator, gan.discriminator, splits.retain.x, cfg)
     gan = gan.cpu().eval().attach_reference(reference, ref_spec)
     out = save_gan(gan, model_dir(p))
     save_sample_grid(gan, out / SAMPLES, n=64, seed=0)

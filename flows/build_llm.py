@@ -83,7 +83,7 @@ def train_task(p: dict) -> dict:
     snippets = rt_snippets(p["ppl_snippets"]) if p["ppl_snippets"] else []
     base_ppl = perplexity(model, snippets) if snippets else float("nan")
     start = time.perf_counter()
-    fit_lm(model, texts(store.part(store.active_ids()).x), cfg, progress=print)
+    fit_lm(model, texts(store.part(store.active_ids()).x), cfg)
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
     members = [world.item(i) for i in store.active_ids()][:: p["eval_every"]]

@@ -78,8 +78,7 @@ def train_task(p: dict[str, Any]) -> dict[str, Any]:
     device = resolve_device(p["device"])
     model.to(device)
     start = time.perf_counter()
-    features = fit_head(model, _cap(splits.retain, p.get("max_train", 0), p["seed"]), head_config(p, str(device)),
-                        progress=print)
+    features = fit_head(model, _cap(splits.retain, p.get("max_train", 0), p["seed"]), head_config(p, str(device)))
     seconds = time.perf_counter() - start
     model = model.cpu().eval()
     test = tokenized_part(model, _cap(splits.test, p.get("max_eval", 0), p["seed"]))

@@ -59,13 +59,14 @@ class Workspace:
             raise KeyError(f"params.yaml has no `{section}` section: {model} ({self.family(model)}) cannot be verified")
         return self.params[section]
 
-    def method_params(self, model: str, method: str) -> dict[str, Any]:
+    def method_params(self, model: str, method: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """The settings `method` runs with on `model`: for an exact method the schedule of the
-        model's build section (params.yaml `models.<model>.build` names it), then `unlearn.<method>`."""
+        model's build section (params.yaml `models.<model>.build` names it), then `unlearn.<method>`,
+        then `settings` (a policy chain entry's own `with`)."""
         section = self.served_models().get(model, {}).get("build")
         if section is not None and section not in self.params:
             raise KeyError(f"models.{model}.build names `{section}`, which params.yaml does not have")
-        return method_params(method, (self.params.get("unlearn") or {}).get(method),
+        return method_params(method, {**((self.params.get("unlearn") or {}).get(method) or {}), **(settings or {})},
                              self.params[section] if section is not None else None)
 
     def is_sharded(self, model: str) -> bool:

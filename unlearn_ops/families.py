@@ -18,6 +18,7 @@ from torch import nn
 
 from unlearn_ops.models import LM_ARCH, load_model, save_model
 from unlearn_ops.models.sharded import load_classifier, save_classifier
+from unlearn_ops.progress import track
 from unlearn_ops.verify import production as p
 
 Loader = Callable[..., tuple[nn.Module, dict[str, Any]]]  # (directory, device="cpu")
@@ -34,13 +35,22 @@ class Family:
     metrics: Callable[[p.Evaluation], p.Metrics]
     report: Callable[[p.Evaluation, Path], dict[str, Path]]      # the PNGs beside the certificate
 
+    def measure(self, e: p.Evaluation) -> p.Metrics:
+        """The candidate's production metrics, without verdicts or report (the power check's cost)."""
+        return self.metrics(self.prepare(e))
+
     def verify(self, e: p.Evaluation, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str], *,
                exact: bool, report_dir: str | Path) -> p.Verification:
         """Measure the candidate, judge every request kind by its gates, draw the report."""
-        e = self.prepare(e)
-        metrics = self.metrics(e)
-        verdicts = p.judge(metrics, gates, kinds, exact)
-        reports = self.report(e, Path(report_dir))
+        with track("verification", 3, "phase") as bar:
+            e = self.prepare(e)
+            bar.advance(phase="metrics")
+            metrics = self.metrics(e)
+            verdicts = p.judge(metrics, gates, kinds, exact)
+            bar.advance(phase="report")
+            bar.note("gates: " + ", ".join(f"{k} {'passed' if v['passed'] else 'failed'}" for k, v in verdicts.items()))
+            reports = self.report(e, Path(report_dir))
+            bar.advance(phase="done")
         return p.Verification(all(v["passed"] for v in verdicts.values()), metrics, verdicts, reports)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from unlearn_ops.models.lm import CausalLM, Encoded, answer_logprobs, encode_qa, freeze_all_but_top, prefix_states
+from unlearn_ops.progress import track
 from unlearn_ops.utils import resolve_device, seed_everything
 
 
@@ -140,12 +141,17 @@ def fit_lm(model: CausalLM, texts: Sequence[str], cfg: LMTrainConfig,
     opt = optimizer_for(model, cfg.lr, cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    for epoch in range(cfg.epochs):
-        losses = [step(model, opt, mean_nll(model, data, idx), cfg.grad_clip)
-                  for idx in batch_order(len(data), cfg.batch_size, gen)]
-        if progress:
-            progress(f"epoch {epoch + 1}/{cfg.epochs} loss {sum(losses) / len(losses):.4f} "
-                     f"({time.perf_counter() - start:.0f} s)")
+    with track("fine-tuning", cfg.epochs * steps_per_epoch(len(data), cfg.batch_size)) as bar:
+        for epoch in range(cfg.epochs):
+            losses = []
+            for idx in batch_order(len(data), cfg.batch_size, gen):
+                losses.append(step(model, opt, mean_nll(model, data, idx), cfg.grad_clip))
+                bar.advance(epoch=f"{epoch + 1}/{cfg.epochs}", loss=round(losses[-1], 4))
+            line = f"epoch {epoch + 1}/{cfg.epochs} loss {sum(losses) / len(losses):.4f} " \
+                   f"({time.perf_counter() - start:.0f} s)"
+            bar.note(line)
+            if progress:
+                progress(line)
     return model.eval()
 
 
@@ -166,10 +172,14 @@ def unlearning_loop(model: CausalLM, n_forget: int, loss_fn: Callable[[list[int]
     anchors = Cycler(n_retain, retain_batch_size, seed + 1) if retain_batch_size > 0 and n_retain > 0 else None
     logs = []
     model.train()
-    for epoch in range(epochs):
-        losses = [step(model, opt, loss_fn(idx, anchors.next() if anchors else None), grad_clip)
-                  for idx in batch_order(n_forget, batch_size, gen)]
-        logs.append(f"epoch {epoch + 1}/{epochs}: loss {sum(losses) / len(losses):.4f}")
+    with track("unlearning", epochs * steps_per_epoch(n_forget, batch_size)) as bar:
+        for epoch in range(epochs):
+            losses = []
+            for idx in batch_order(n_forget, batch_size, gen):
+                losses.append(step(model, opt, loss_fn(idx, anchors.next() if anchors else None), grad_clip))
+                bar.advance(epoch=f"{epoch + 1}/{epochs}")
+            logs.append(f"epoch {epoch + 1}/{epochs}: loss {sum(losses) / len(losses):.4f}")
+            bar.note(logs[-1])
     model.eval()
     return logs
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,9 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part
+from unlearn_ops.progress import track
 from unlearn_ops.utils import resolve_device
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,33 +39,37 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def fit(model: nn.Module, data: Part, cfg: TrainConfig,
-        progress: Callable[[str], None] | None = None) -> nn.Module:
-    """Train `model` in place with cross-entropy on `data`; returns it (on cfg.device, eval mode)."""
+        progress: Callable[[str], None] | None = None, what: str = "training") -> nn.Module:
+    """Train `model` in place with cross-entropy on `data`; returns it (on cfg.device, eval mode).
+    Steps are tracked as `what` (unlearn_ops.progress); `progress` also gets each epoch's line."""
     device = resolve_device(cfg.device)
     model.to(device).train()
     torch.manual_seed(cfg.seed)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     loader = data.loader(cfg.batch_size, shuffle=True, seed=cfg.seed)
     total_steps = math.ceil(cfg.epochs * len(loader))
+    epochs = math.ceil(total_steps / max(len(loader), 1))
     step, epoch = 0, 0
-    while step < total_steps:
-        running, seen = 0.0, 0
-        for x, y in loader:
-            if step >= total_steps:
-                break
-            x, y = x.to(device), y.to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            running += loss.item() * len(y)
-            seen += len(y)
-            step += 1
-        epoch += 1
-        msg = f"epoch {epoch}: loss {running / max(seen, 1):.4f} ({step}/{total_steps} steps)"
-        log.info(msg)
-        if progress:
-            progress(msg)
+    with track(what, total_steps) as bar:
+        while step < total_steps:
+            running, seen = 0.0, 0
+            for x, y in loader:
+                if step >= total_steps:
+                    break
+                x, y = x.to(device), y.to(device)
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                running += loss.item() * len(y)
+                seen += len(y)
+                step += 1
+                bar.advance(epoch=f"{epoch + 1}/{epochs}", loss=round(running / seen, 4))
+            epoch += 1
+            msg = f"epoch {epoch}: loss {running / max(seen, 1):.4f} ({step}/{total_steps} steps)"
+            bar.note(msg)
+            if progress:
+                progress(msg)
     return model.eval()
 
 

@@ -120,7 +120,7 @@ def test_a_sharded_models_chain_must_end_in_sharded_retrain(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match="must end with `sharded_retrain`"):
         chain_for(Workspace.at(tmp_path), MODEL, ["subject"])
-    assert chain_for(Workspace.at(tmp_path), MODEL, ["class"])[-1] == "sharded_retrain"
+    assert chain_for(Workspace.at(tmp_path), MODEL, ["class"])[-1].method == "sharded_retrain"
     monolithic = yaml.safe_load(yaml.safe_dump(PARAMS))
     monolithic["policy"][MODEL]["subject"] = ["finetune", "sharded_retrain"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(monolithic))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part
+from unlearn_ops.progress import track
 
 
 def schedule_steps(n_forget: int, batch_size: int, epochs: float, min_steps: int) -> int:
@@ -44,12 +45,15 @@ def cycle_indices(n: int, batch_size: int, generator: torch.Generator) -> Iterat
 
 def paired_batches(forget: Part, retain: Part, steps: int, batch_size: int, retain_batch_size: int,
                    seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`steps` pairs (forget indices, retain indices); each forget batch comes with one retain batch."""
+    """`steps` pairs (forget indices, retain indices); each forget batch comes with one retain batch.
+    The steps are tracked (unlearn_ops.progress): a step counts once the caller asks for the next."""
     g = torch.Generator().manual_seed(seed)
     f_iter = cycle_indices(len(forget), batch_size, g)
     r_iter = cycle_indices(len(retain), retain_batch_size, g) if len(retain) else None
-    for _ in range(steps):
-        yield next(f_iter), (next(r_iter) if r_iter is not None else torch.empty(0, dtype=torch.long))
+    with track("unlearning", steps) as bar:
+        for _ in range(steps):
+            yield next(f_iter), (next(r_iter) if r_iter is not None else torch.empty(0, dtype=torch.long))
+            bar.advance()
 
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from unlearn_ops.progress import track
 from unlearn_ops.utils import resolve_device
 
 
@@ -206,27 +207,31 @@ def train_gan(generator: Generator, discriminator: Discriminator, images: torch.
     total = math.ceil(cfg.epochs * steps_per_epoch)
     start = time.perf_counter()
     step = 0
-    while step < total:
-        order = torch.randperm(n, generator=gen)
-        d_sum = g_sum = 0.0
-        for i in range(steps_per_epoch):
-            if step >= total:
-                break
-            real = images[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]].to(device)
-            z = torch.randn(len(real), g.z_dim, generator=gen).to(device)
-            fake = g(z)
-            loss_d = bce_logits(d(real), 1.0) + bce_logits(d(fake.detach()), 0.0)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            loss_g = bce_logits(d(fake), 1.0)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            d_sum, g_sum, step = d_sum + loss_d.item(), g_sum + loss_g.item(), step + 1
-        if progress:
+    with track("GAN training", total) as bar:
+        while step < total:
+            order = torch.randperm(n, generator=gen)
+            d_sum = g_sum = 0.0
+            for i in range(steps_per_epoch):
+                if step >= total:
+                    break
+                real = images[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]].to(device)
+                z = torch.randn(len(real), g.z_dim, generator=gen).to(device)
+                fake = g(z)
+                loss_d = bce_logits(d(real), 1.0) + bce_logits(d(fake.detach()), 0.0)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                loss_g = bce_logits(d(fake), 1.0)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                d_sum, g_sum, step = d_sum + loss_d.item(), g_sum + loss_g.item(), step + 1
+                bar.advance(epoch=f"{math.ceil(step / steps_per_epoch)}/{math.ceil(total / steps_per_epoch)}")
             k = (step - 1) % steps_per_epoch + 1
-            progress(f"gan step {step}/{total}: loss_d {d_sum / k:.3f} loss_g {g_sum / k:.3f}")
+            line = f"gan step {step}/{total}: loss_d {d_sum / k:.3f} loss_g {g_sum / k:.3f}"
+            bar.note(line)
+            if progress:
+                progress(line)
     seconds = time.perf_counter() - start
     g.eval()
     d.eval()

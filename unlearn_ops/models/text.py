@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearn_ops.data.splits import Part, Splits
+from unlearn_ops.progress import track
 from unlearn_ops.training import TrainConfig, fit
 from unlearn_ops.utils import resolve_device
 
@@ -126,7 +127,13 @@ def embed_batched(model: nn.Module, x: torch.Tensor, device: str | torch.device 
 
     Works for any model with `embed` (image or text): a frozen body's features, computed once."""
     model.eval()
-    out = [model.embed(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    out = []
+    with track("embedding", len(x), "sample") as bar:
+        for i in range(0, len(x), batch_size):
+            out.append(model.embed(x[i:i + batch_size].to(device)).float().cpu())
+            bar.advance(len(out[-1]))
+        if len(x) >= 1000:  # the long encoder passes (a build, a verification), not every small batch
+            bar.note(f"{len(x)} samples embedded")
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -157,7 +164,7 @@ def fit_head(model: TextClassifier, part: Part, cfg: TrainConfig,
     features = Part(tokens.ids, embed_batched(model, tokens.x, device), tokens.y)
     torch.manual_seed(cfg.seed)
     model.head.reset_parameters()
-    fit(model.head, features, cfg, progress=progress)
+    fit(model.head, features, cfg, progress=progress, what="head training")
     model.eval()
     return features
 

@@ -22,7 +22,7 @@ from unlearn_ops.models.text import tokenized_splits
 from unlearn_ops.training import accuracy
 from unlearn_ops.verify import production_metrics
 from unlearn_ops.verify.gan import gan_production_metrics
-from unlearn_ops.verify.gates import check, for_method
+from unlearn_ops.verify.gates import Power, check, for_method, power
 from unlearn_ops.verify.report import report_pngs
 from unlearn_ops.verify.utility import retained_class_part
 
@@ -86,13 +86,38 @@ def kind_splits(splits: Splits, classes: list[int], item_ids: set[str]) -> dict[
 
 def judge(metrics: Metrics, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str],
           exact: bool) -> dict[str, dict[str, Any]]:
-    """The verdict of each request kind's gates (as they apply to an exact or approximate method)."""
+    """The verdict of each request kind's gates (as they apply to an exact or approximate method:
+    an exact one skips the power gates and passes on its privacy gates, `gates.check`)."""
     verdicts = {}
     for kind in sorted(set(kinds)):
         if kind not in gates:
             raise KeyError(f"no gates configured for request kind {kind!r} (the family's gate section in params.yaml)")
-        verdicts[kind] = check(metrics.get(metric_group(kind), {}), for_method(gates[kind], exact=exact)).to_dict()
+        verdicts[kind] = check(metrics.get(metric_group(kind), {}), for_method(gates[kind], exact=exact),
+                               exact=exact).to_dict()
     return verdicts
+
+
+def batch_metrics(labels: Sequence[int], ids: Sequence[str], classes: Sequence[int], item_ids: set[str],
+                  kinds: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Request kind → what its gates can read before any model exists: `forget_set_size`, counted
+    on the part of the forget set that kind is judged on (as `kind_splits` cuts it)."""
+    in_class = np.isin(np.asarray(labels), list(classes))
+    sizes = {"class": float(in_class.sum()),
+             "items": float(sum(i in item_ids and not c for i, c in zip(ids, in_class, strict=True)))}
+    return {kind: {"forget_set_size": sizes[metric_group(kind)]} for kind in set(kinds)}
+
+
+def power_gates(gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str]) -> bool:
+    """Whether any kind of the batch has a gate with a `power_margin` (then approximate methods
+    need the power check; docs/verification.md, "Power check")."""
+    return any("power_margin" in bounds for kind in set(kinds) for bounds in gates.get(kind, {}).values())
+
+
+def power_check(metrics: Metrics, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str]) -> dict[str, Power]:
+    """Request kind → whether its gates reject the champion by their margins (`metrics`: the
+    champion measured as its own candidate); kinds whose gates carry no margin are left out."""
+    checks = {kind: power(metrics.get(metric_group(kind), {}), gates.get(kind, {})) for kind in sorted(set(kinds))}
+    return {kind: c for kind, c in checks.items() if c is not None}
 
 
 # ------------------------------------------------------------------ image and text classifiers

@@ -25,6 +25,7 @@ from torch import nn
 
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.models import build_model
+from unlearn_ops.progress import track
 from unlearn_ops.training import TrainConfig, fit, predict_logits
 from unlearn_ops.utils import seed_everything
 from unlearn_ops.verify.lira import AttackResult, lira, logit_scaled_confidence, u_lira
@@ -155,7 +156,14 @@ def train_shadows(spec: dict[str, Any], pool: Part, cfg: TrainConfig, k: int = D
         targets = max(2, len(pool) // 10)
     shadows = plan_shadows(len(pool), k, seed, targets if method else None)
     held_out = plan_targets(shadows, t, seed)
-    s_conf = [train_shadow(spec, pool, shadows, j, model_seed(cfg, j), method, params, device)[1] for j in range(k)]
-    t_conf = [train_shadow(spec, pool, held_out, j, model_seed(cfg, j, True), method, params, device)[1]
-              for j in range(t)]
+    s_conf, t_conf = [], []
+    with track("shadow models", k + t, "model") as bar:
+        for j in range(k):
+            s_conf.append(train_shadow(spec, pool, shadows, j, model_seed(cfg, j), method, params, device)[1])
+            bar.advance()
+            bar.note(f"shadow model {j + 1}/{k} trained")
+        for j in range(t):
+            t_conf.append(train_shadow(spec, pool, held_out, j, model_seed(cfg, j, True), method, params, device)[1])
+            bar.advance()
+            bar.note(f"target model {j + 1}/{t} trained")
     return ShadowSet(shadows, np.stack(s_conf), held_out, np.stack(t_conf), method)

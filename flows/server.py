@@ -1,0 +1,122 @@
+"""One Prefect server for a whole command that runs several flows in several processes (`unlearn demo`).
+
+Without PREFECT_API_URL every Python process that runs a flow starts its own temporary server
+(6–15 s each on 2 cores: `make demo` started five). `prefect_server()` starts one `prefect server
+start` on a free loopback port, points PREFECT_API_URL at it for this process (settings) and its
+children (environment: the DVC stages, the batches), and stops it when the block ends — normally,
+on an error or on Ctrl-C. A server the user already runs (PREFECT_API_URL set) is used as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:  # noqa: S310 - loopback only
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _prefect() -> str:
+    exe = Path(sys.executable).with_name("prefect")
+    return str(exe) if exe.exists() else "prefect"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (uvicorn and its children), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextmanager
+def prefect_server(log_file: str | Path | None = None, echo=print) -> Iterator[str]:
+    """PREFECT_API_URL of a server for the block (see the module docstring); yields the API URL."""
+    existing = os.environ.get("PREFECT_API_URL")
+    if existing:
+        yield existing
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log_path = Path(log_file) if log_file else Path(os.environ.get("PREFECT_HOME", ".prefect")) / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # its own group: Ctrl-C reaches us, we stop it
+    try:
+        while not healthy(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with code {proc.returncode}; see {log_path}")
+            if time.perf_counter() - started > STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"prefect server not healthy after {STARTUP_TIMEOUT_S:.0f} s; see {log_path}")
+            time.sleep(0.25)
+        echo(f"Prefect server for this run: {url.removesuffix('/api')} (UI; started in "
+             f"{time.perf_counter() - started:.1f} s, stopped at the end)")
+        os.environ["PREFECT_API_URL"] = url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        _stop(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.server -- CMD ...`: run CMD with PREFECT_API_URL pointing at one server for
+    all of its processes; the server stops when CMD ends, fails or is interrupted."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        print("usage: python -m flows.server -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    import tasks.env
+
+    tasks.env.configure()
+    with prefect_server(echo=lambda line: print(line, file=sys.stderr, flush=True)):
+        child = subprocess.Popen(args)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # Ctrl-C went to the whole foreground group: let the command end first
+            try:
+                return child.wait(timeout=30)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                child.kill()
+                return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

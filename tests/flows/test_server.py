@@ -1,0 +1,40 @@
+"""flows/server.py: one Prefect server for a whole command, always stopped at the end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flows import server
+
+
+def test_one_server_for_the_block_and_its_children_stopped_even_on_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    seen = {}
+    with pytest.raises(RuntimeError, match="boom"):
+        with server.prefect_server(log_file=tmp_path / "server.log", echo=lambda _: None) as url:
+            seen["url"] = url
+            assert server.healthy(url)
+            child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"],
+                                   capture_output=True, text=True, check=True)
+            assert child.stdout.strip() == url                     # the DVC stages and batches use it
+            from prefect.settings import PREFECT_API_URL
+
+            assert PREFECT_API_URL.value() == url                  # and so do flows in this process
+            raise RuntimeError("boom")
+    assert not server.healthy(seen["url"])                          # stopped on the way out
+    assert "PREFECT_API_URL" not in __import__("os").environ
+
+
+def test_a_server_the_user_runs_is_used_as_it_is(monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    with server.prefect_server(echo=lambda _: None) as url:
+        assert url == "http://127.0.0.1:4200/api"
+
+
+def test_main_returns_the_commands_exit_code_and_needs_a_command(monkeypatch, capsys):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")   # no server start: the wrapper's own logic
+    assert server.main(["--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    assert server.main(["--"]) == 2 and "usage" in capsys.readouterr().err
