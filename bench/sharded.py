@@ -34,8 +34,10 @@ nothing and are written only with --out-dir.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +79,8 @@ class Setup:
 # what was left out): member schedule E = 1.5 from the pilot (docs/methods/sharded_retrain.md).
 FULL = Setup("fmnist", TrainConfig(epochs=3, lr=1e-3, batch_size=128, seed=0, device="cpu"), 0.1, 10,
              (1, 10, 100),
-             ("warm-S4-R4-E1.5", "warm-S4-R1-E1.5", "warm-S8-R4-E1.5", "warm-S16-R4-E1.5", "scratch-S8-R1-E3"),
-             ("warm-S4-R4-E1.5",), ("scratch-S8-R1-E3",), 3, 1000)
+             ("warm-S4-R4-E1.5", "warm-S8-R4-E1.5", "warm-S4-R1-E1.5", "warm-S16-R4-E1.5", "scratch-S8-R1-E3"),
+             ("warm-S4-R4-E1.5",), ("warm-S4-R1-E1.5", "warm-S16-R4-E1.5", "scratch-S8-R1-E3"), 3, 1000)
 QUICK = Setup("digits", TrainConfig(epochs=15, lr=3e-3, batch_size=64, seed=0, device="cpu"), 0.2, 10,
               (1, 10), ("warm-S2-R2-E4", "scratch-S2-R1-E8"), ("warm-S2-R2-E4",), (), 3, 200)
 
@@ -172,7 +174,7 @@ def shared_warm_start(setup: Setup, data: Data, spec: dict) -> dict[str, Any]:
 
 
 def sharded(setup: Setup, data: Data, spec: dict, label: str, deletions: list[str],
-            pool: dict[str, Any] | None) -> dict[str, Any]:
+            pool: dict[str, Any] | None, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     warm, shards, slices, epochs = parse_config(label)
     schedule = schedule_of(setup, epochs, warm)
     shard_map = ShardMap.assign(list(data.train.ids), data.subjects, shards, slices,
@@ -185,6 +187,7 @@ def sharded(setup: Setup, data: Data, spec: dict, label: str, deletions: list[st
            "pool_samples": int((shard_map.shard == POOL).sum()), "build_cpu_s": built.cpu_seconds,
            **evaluate(model, data), "mia_before": mia_auc(model, data, largest, setup.mia_cap), "deletions": {}}
     print(f"{label}: built in {built.cpu_seconds:.0f} CPU s, test accuracy {row['test_accuracy']:.4f}", flush=True)
+    save(row)
     params = {"epochs": epochs, "lr": schedule.lr, "batch_size": schedule.batch_size, "seed": schedule.seed,
               "pool_epochs": schedule.pool_epochs}
     for name in deletions:
@@ -196,7 +199,10 @@ def sharded(setup: Setup, data: Data, spec: dict, label: str, deletions: list[st
         if name == "class":
             out["forget_class_test_accuracy"] = evaluate(d.result.model, data)["per_class"][setup.forget_class]
         row["deletions"][name] = out
-        print(f"  {name}: {d.cpu_seconds:.1f} CPU s, members {[r['member'] for r in out['retrained']]}", flush=True)
+        del d
+        gc.collect()
+        save(row)
+        print(f"  {name}: {out['cpu_s']:.1f} CPU s, members {[r['member'] for r in out['retrained']]}", flush=True)
     return row
 
 
@@ -218,12 +224,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     subjects = [f"{k} subjects" for k in setup.subjects]
     mono = monolithic(setup, data, info["spec"])
     pool = shared_warm_start(setup, data, info["spec"]) if any(parse_config(c)[0] for c in configs) else None
-    rows = []
+    rows: list[dict[str, Any]] = []
+
+    def save(row: dict[str, Any]) -> None:  # what a run cut short leaves
+        atomic_write_json(refs.CACHE / f"{NAME}.partial.json", {"monolithic": mono, "configs": [*rows, row]})
+
     for label in configs:
         deletions = (subjects[:1] if label in setup.light_configs else subjects) + \
             (["class"] if label in class_configs else [])
-        rows.append(sharded(setup, data, info["spec"], label, [] if args.builds_only else deletions, pool))
-        atomic_write_json(refs.CACHE / f"{NAME}.partial.json", {"monolithic": mono, "configs": rows})  # a run cut short
+        rows.append(sharded(setup, data, info["spec"], label, [] if args.builds_only else deletions, pool, save))
+        gc.collect()
     for row in rows:
         for name, d in row["deletions"].items():
             d["ratio"] = mono["deletion_cpu_s"][name] / d["cpu_s"]
