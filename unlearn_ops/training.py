@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -80,6 +80,7 @@ def fit(model: nn.Module, data: Part, cfg: TrainConfig,
 # in cache: the Fashion-MNIST CNN predicts 1.8x faster at 128 than at 1024 on one thread, with
 # bit-identical logits (measured; it is most of a benchmark's evaluation time). GPUs want big ones.
 CPU_PREDICT_BATCH, CUDA_PREDICT_BATCH = 128, 1024
+TRACK_PREDICTIONS_FROM = 4096  # rows: a prediction pass this long shows progress (unlearn_ops.progress)
 
 
 def inference_batch_size(device: torch.device) -> int:
@@ -142,7 +143,13 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = N
     def compute(inputs: torch.Tensor) -> torch.Tensor:
         was_training = model.training
         model.eval()
-        out = [model(inputs[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
+        out = []
+        # only long passes are tracked (an evaluation of a whole data set), not every small batch
+        with track("predicting", len(inputs), "sample") if len(inputs) >= TRACK_PREDICTIONS_FROM else nullcontext() as bar:
+            for i in range(0, len(inputs), batch_size):
+                out.append(model(inputs[i:i + batch_size].to(device)).float().cpu())
+                if bar is not None:
+                    bar.advance(len(out[-1]))
         model.train(was_training)
         return torch.cat(out) if out else torch.empty(0)
 
