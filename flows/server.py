@@ -106,16 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     import tasks.env
 
     tasks.env.configure()
+
+    def terminated(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through prefect_server(), which stops the server
+
+    signal.signal(signal.SIGTERM, terminated)
     with prefect_server(echo=lambda line: print(line, file=sys.stderr, flush=True)):
         child = subprocess.Popen(args)
         try:
             return child.wait()
         except KeyboardInterrupt:  # Ctrl-C went to the whole foreground group: let the command end first
-            try:
-                return child.wait(timeout=30)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                child.kill()
-                return 130
+            return _end(child, 130)
+        except SystemExit as e:    # SIGTERM to us alone: pass it on
+            child.terminate()
+            return _end(child, int(e.code or 143))
+
+
+def _end(child: subprocess.Popen, code: int) -> int:
+    try:
+        child.wait(timeout=30)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        child.kill()
+        child.wait()
+    return code
 
 
 if __name__ == "__main__":
