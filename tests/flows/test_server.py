@@ -60,5 +60,6 @@ def test_ctrl_c_or_sigterm_stops_the_command_and_the_server(tmp_path, sig):
         os.killpg(proc.pid, signal.SIGINT)       # what Ctrl-C does: the whole foreground group
     else:
         proc.send_signal(signal.SIGTERM)         # `kill PID` of the wrapper alone
-    assert proc.wait(timeout=60) == (130 if sig == "SIGINT" else 143)
+    # Ctrl-C: 130, or killed by the SIGINT itself when it lands after the command ended (-2)
+    assert proc.wait(timeout=60) in ((130, -signal.SIGINT) if sig == "SIGINT" else (143,))
     assert time.perf_counter() - started < 45 and not server.healthy(url)
