@@ -11,4 +11,4 @@ BENCHES: dict[str, str] = {"cascaded_gan": "cascaded_gan", "lm_token_poisoning":
                            "random10": "random10", "calibrate_gates": "calibrate_gates",
                            "neuron_perturbation": "neuron_perturbation",
                            "fuzz_intake": "fuzz_intake", "overhead": "overhead",
-                           "gpu_check": "gpu_check"}
+                           "gpu_check": "gpu_check", "sharded": "sharded"}

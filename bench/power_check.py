@@ -9,7 +9,7 @@ method (`Family.measure`, `verify.production.power_check`). Per batch: the forge
 champion's `forget_accuracy_z` and `mia_loss_auc`, whether the gates' thresholds alone would pass
 the no-op (the hazard), whether the power check finds power (the champion rejected by the power
 margin) and what the check cost (CPU and wall seconds). For the first batch with power at each
-size, the subject chain's first method (params.yaml `policy`, with its `unlearn` settings) is run
+size, the subject chain's first method (params.yaml `policy`, with the entry's settings) is run
 and judged as the flow would judge it. `--quick`: digits and a tiny schedule (tests).
 Writes docs/benchmarks/power_check.json and .md.
 """
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from bench import references as refs
-from bench.common import load_note, load_record, measure, method_settings, write_results
+from bench.common import load_note, load_record, measure, write_results
 from flows.params import load_params
+from tasks.batch import Step, chain_step
 from unlearn_ops.families import family
 from unlearn_ops.methods import run_method
 from unlearn_ops.verify.production import Evaluation, Settings, judge, power_check
@@ -46,7 +47,7 @@ def run(dataset: str, sizes: list[int], draws: int, params: dict[str, Any]) -> d
     store = refs.store(dataset)
     champion, _ = refs.base_model(dataset, params["train"]["seed"])
     gates, settings, fam = params["gates"], Settings.from_params(params["batch"]), family("classifier")
-    method = params["policy"][MODEL][KIND][0]
+    step = chain_step(params["policy"][MODEL][KIND][0], f"policy.{MODEL}.{KIND}")
     subjects = sorted(s for s in store.index.subject_id.unique() if s)
     rows, runs = [], []
     for n in sizes:
@@ -69,17 +70,22 @@ def run(dataset: str, sizes: list[int], draws: int, params: dict[str, Any]) -> d
             rows.append(row)
             if check.has_power and not any(r["subjects"] == n for r in runs):
                 runs.append({"subjects": n, "draw": draw, "samples": len(ids),
-                             **judged(method, champion, splits, store, ids, gates, settings, params)})
+                             **judged(step, champion, splits, store, ids, gates, settings, params)})
                 print(runs[-1], flush=True)
-    return {"rows": rows, "method": method, "method_settings": method_settings(method, params.get("unlearn") or {}),
+    return {"rows": rows, "method": step.method, "method_settings": step_settings(step, params),
             "method_runs": runs}
 
 
-def judged(method: str, champion, splits, store, ids: list[str], gates: dict, settings: Settings,
+def step_settings(step: Step, params: dict) -> dict[str, Any]:
+    """The chain entry's settings as the flow runs them: `unlearn.<method>` with the entry's own on top."""
+    return {**((params.get("unlearn") or {}).get(step.method) or {}), **step.settings}
+
+
+def judged(step: Step, champion, splits, store, ids: list[str], gates: dict, settings: Settings,
            params: dict) -> dict[str, Any]:
     """The chain's first method on this batch, judged by the subject gates as the flow does."""
     fam = family("classifier")
-    m = measure(lambda: run_method(method, champion, splits, (params.get("unlearn") or {}).get(method), device="cpu"))
+    m = measure(lambda: run_method(step.method, champion, splits, step_settings(step, params), device="cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         v = fam.verify(Evaluation(champion, m.result.model, splits, store, [], set(ids), settings), gates, [KIND],
                        exact=False, report_dir=Path(tmp))

@@ -110,22 +110,59 @@ def request_list(state: str | None = typer.Option(None, help="only requests in t
         typer.echo(json.dumps([{k: v for k, v in e.__dict__.items() if k != "document"} | {"request": e.payload}
                                for e in entries], indent=2, default=str))
         return
-    typer.echo(f"{'request':<28} {'kind':<8} {'model':<20} {'state':<11} {'batch':<34} reason")
+    typer.echo(f"{'request':<28} {'kind':<8} {'model':<20} {'state':<17} {'batch':<34} reason")
     for e in entries:
-        typer.echo(f"{e.request_id:<28} {e.kind or '-':<8} {e.model or '-':<20} {e.state:<11} {e.batch_id or '-':<34} "
+        typer.echo(f"{e.request_id:<28} {e.kind or '-':<8} {e.model or '-':<20} {e.state:<17} {e.batch_id or '-':<34} "
                    f"{e.reason or ''}")
+
+
+APPROVER = typer.Option(..., "--approver", help="your name: the ledger and the certificate record it")
+
+
+def _decide(request_id: str, approve: bool, approver: str, reason: str, root: Path | None) -> None:
+    from tasks.approval import ApprovalError, decide
+    from tasks.workspace import Workspace
+
+    try:
+        entry, resumed = decide(Workspace.at(root), request_id, approve, approver, reason)
+    except ApprovalError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"{entry.request_id}: {entry.state} ({entry.reason})")
+    typer.echo(f"resumed flow run {resumed}, which was paused for this request" if resumed else
+               "no run is paused for it: the next `unlearn batch run` processes it" if approve else
+               "no run is paused for it")
+
+
+@request_app.command("approve")
+def request_approve(request_id: str, approver: str = APPROVER,
+                    reason: str = typer.Option("", "--reason", help="why (recorded with the decision)"),
+                    root: Path | None = ROOT) -> None:
+    """Approve a request that waits for a person (a class or concept deletion, params.yaml `approval`);
+    resumes the batch run paused for it, if one is."""
+    _decide(request_id, True, approver, reason, root)
+
+
+@request_app.command("deny")
+def request_deny(request_id: str, approver: str = APPROVER,
+                 reason: str = typer.Option(..., "--reason", help="why: the request is rejected with it"),
+                 root: Path | None = ROOT) -> None:
+    """Deny a request that waits for a person: it is rejected with your name and reason."""
+    _decide(request_id, False, approver, reason, root)
 
 
 # ------------------------------------------------------------------ batches
 @batch_app.command("run")
 def batch_run(batch_id: str | None = typer.Option(None, "--batch-id", help="resume / show this batch"),
+              wait: bool = typer.Option(True, "--wait/--no-wait",
+                                        help="pause for approvals (params.yaml `approval`) or leave them for a later run"),
               root: Path | None = ROOT) -> None:
     """Run the deletion_batch flow now (inbox + pending requests)."""
     _servers_answer()
     from flows.deletion_batch import deletion_batch
 
-    result = deletion_batch(batch_id=batch_id, root=str(root) if root else None)
-    if result.get("state") == "failed":
+    result = deletion_batch(batch_id=batch_id, root=str(root) if root else None, wait_for_approval=wait)
+    if any(b.get("state") == "failed" for b in result.get("batches") or [result]):
         raise typer.Exit(2)
 
 
@@ -199,9 +236,11 @@ def demo(root: Path | None = ROOT,
          examples: Path = typer.Option(Path("examples/requests"), "--examples",
                                        help="folder of waves (sub-folders of request files), relative to the root")) -> None:
     """The main job after the build: submit the example requests wave by wave, run a batch for each,
-    print the result."""
+    print the result. A request that needs a person's approval (a class deletion) is approved by
+    the demo itself, as approver `demo`, through `unlearn request approve`'s code path."""
     _servers_answer()
     from flows.deletion_batch import deletion_batch
+    from tasks.approval import decide
     from tasks.workspace import Workspace
 
     ws = Workspace.at(root)
@@ -219,12 +258,35 @@ def demo(root: Path | None = ROOT,
             shutil.copy2(f, ws.inbox / f.name)
         typer.echo(f"\n=== {wave.name}: dropped {', '.join(f.name for f in examples)} into "
                    f"{ws.inbox.relative_to(ws.root)}/; running deletion_batch …")
-        result = deletion_batch(root=str(ws.root))
-        if result.get("certificate"):
-            typer.echo(f"certificate: {result['certificate']['markdown']}")
+        # never pause: the demo answers its own approvals below, and must not hang on anyone else's
+        result = deletion_batch(root=str(ws.root), wait_for_approval=False)
+        batches = result.get("batches", [])
+        ours = [rid for rid in result.get("awaiting_approval", []) if rid in _request_ids(examples)]
+        for rid in ours:
+            entry, _ = decide(ws, rid, True, "demo", "make demo approves its own example request")
+            typer.echo(f"demo: {entry.kind} request {rid} needs a person's approval; the demo approved it as "
+                       f"approver `demo` (as `unlearn request approve {rid} --approver demo` does)")
+        if ours:
+            batches += deletion_batch(root=str(ws.root), wait_for_approval=False).get("batches", [])
+        for b in batches:
+            if b.get("certificate"):
+                typer.echo(f"certificate: {b['certificate']['markdown']}")
     typer.echo("")
     status(as_json=False)
     audit_verify(root)
+
+
+def _request_ids(files: list[Path]) -> set[str]:
+    """The request IDs the demo's own files claim (unreadable ones claim none)."""
+    ids = set()
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
+            ids.add(doc["request_id"])
+    return ids
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
-"""The `deletion_batch` flow: deletion requests in, a verified and registered model out.
+"""The `deletion_batch` flow: deletion requests in, a verified and registered model out, and the
+forgotten data gone from everything the project keeps.
 
     intake (inbox files + UI parameter) → claim a batch (ledger) → extract the forget set (record + DVC)
     → per model: run_chain (unlearn with the policy's methods, verify each against the gates,
-      until one passes; the chain ends in an exact method) → register_candidate (MLflow `candidate`)
-      → promote (`champion`, only when the gates pass) → apply_and_certify (purge the forget set
-      from the active store, new DVC version; the model's certificate section)
-    → certificate + audit-log entry
+      until one passes; the chain ends in an exact method, which passes on its privacy gates: a
+      failed utility gate is a regression it is promoted with, flagged, never a dropped request)
+      → register_candidate (MLflow `candidate`) → promote (`champion`, only when the gates pass)
+      → apply_and_retire (purge the forget set from the active store, new DVC version; retire
+      the model's earlier versions) → the model's certificate section
+    → erase (superseded DVC objects collected, expired weights and the batch's work folders
+      deleted, the erasure scan) → certificate → audit-log entry
+    → requests that need a person's approval (class, concept): the run pauses for each decision
+      (Prefect UI form or `unlearn request approve|deny`); approved ones form a batch of their own
 
-Every finished step is recorded in the ledger's batch progress, so a run that crashed is
-resumed by the next one from the first unfinished step, and re-running a finished batch changes
-nothing. Nothing touches the champion or the active data before the gates pass.
+Every finished step is recorded in the ledger's batch progress, so a run that crashed — even
+killed outright — is resumed by the next one from the first unfinished step, and re-running a
+finished batch changes nothing (tests/flows/test_crash_harness.py kills it after every step,
+`tasks.faults.fault_point`). Nothing touches the champion or the active data before the gates pass.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from typing import Any
 
 from prefect import flow
 
+from tasks.approval import ApprovalPolicy, pause_for_decision, record_decision
 from tasks.batch import (
     Attempt,
     Deletion,
+    Erasure,
     ForgetIds,
     ForgetSet,
     ModelReport,
@@ -33,13 +42,20 @@ from tasks.batch import (
     advance,
     batch_lock,
     chain_for,
+    claim_new,
     claim_or_resume,
     final_attempt,
+    inbox_lock,
+    journaled,
+    regression_note,
 )
-from tasks.certificate import copy_figures, issue_certificate, summary_table
+from tasks.certificate import append_to_audit, copy_figures, erasure_summary, issue_certificate, summary_table
+from tasks.erasure import collect_task, delete_work_task, erasure_scan_task
+from tasks.faults import fault_point
 from tasks.forget_set import apply_deletion_task, extract_task, relative
 from tasks.intake import intake_task
 from tasks.registry import fetch_champion_task, promote_task, register_candidate_task
+from tasks.retention import grace_days_for, purge_expired_task, retire_task
 from tasks.unlearning import cannot_pass, power_task, unlearn_task, verify_task
 from tasks.versioning import version_task
 from tasks.workspace import Workspace
@@ -52,8 +68,11 @@ def extract(ws: Workspace, steps: Progress) -> ForgetSet:
     """The batch's forget set, written and versioned with DVC once."""
     def run() -> ForgetSet:
         forget_set = extract_task(str(ws.root), steps.batch_id)
+        fault_point("extract")
         record = relative(ws, forget_set.record)
-        return replace(forget_set, dvc_md5=version_task(str(ws.root), [record])[record])
+        dvc_md5 = version_task(str(ws.root), [record])[record]
+        fault_point("dvc_version")
+        return replace(forget_set, dvc_md5=dvc_md5)
 
     return steps.once("extract", run, ForgetSet)
 
@@ -73,20 +92,23 @@ def run_chain(ws: Workspace, steps: Progress, work: ModelWork) -> list[Attempt]:
                                                       work.kinds, family, gates, settings), PowerCheck)
 
     while not any(a.passed for a in attempts) and len(attempts) < len(chain):
-        method = chain[len(attempts)]
+        step = chain[len(attempts)]
+        method = step.method
         attempt = cannot_pass(method, store_dir, forget.ids, forget.item_ids, work.classes, work.kinds, gates, power)
         if attempt is None:
             print(f"[{work.model}] unlearning {work.count} samples with `{method}` "
                   f"(attempt {len(attempts) + 1}/{len(chain)})")
             attempt = unlearn_task(champion, store_dir, forget.ids, family, method,
-                                   ws.method_params(work.model, method), batch.get("device", "auto"),
+                                   ws.method_params(work.model, method, step.settings), batch.get("device", "auto"),
                                    str(work.attempt_dir(len(attempts), method)))
+        fault_point("attempt", method)
         if attempt.model_dir is not None:
             attempt = attempt.judged(verify_task(champion, attempt.model_dir, store_dir, forget.ids, work.classes,
                                                  forget.item_ids, work.kinds, family, gates, method, settings))
         print(f"[{work.model}] `{method}`: {attempt.summary()}")
         attempts.append(attempt)
         steps.record("attempts", attempts)
+        fault_point("verify", method)
     return attempts
 
 
@@ -102,9 +124,12 @@ def register_candidate(ws: Workspace, steps: Progress, work: ModelWork, forget_s
             "request_ids": ",".join(work.request_ids)[:4000], "forget_set_sha256": work.sha256,
             "forget_set_dvc_md5": forget_set.dvc_md5, "method": final.method,
             "fallback_path": " -> ".join(a.method for a in attempts), "verdict": "pass" if final.passed else "fail"}
+    if final.passed and final.regressions:  # an exact model failed a utility gate: promoted, flagged
+        tags["utility_regression"] = ", ".join(final.regressions)
     metrics = {f"{g}.{m}": v for g, ms in (final.metrics or {}).items() for m, v in ms.items() if v is not None}
     return register_candidate_task(final.model_dir, work.model, ws.family(work.model), steps.batch_id, tags, metrics,
-                                   ws.method_params(work.model, final.method), list(final.reports.values()))
+                                   final.settings or ws.method_params(work.model, final.method),
+                                   list(final.reports.values()))
 
 
 def promote(steps: Progress, work: ModelWork, attempts: list[Attempt], candidate: str) -> None:
@@ -112,14 +137,37 @@ def promote(steps: Progress, work: ModelWork, attempts: list[Attempt], candidate
     advance(steps.ledger, work.ledger_ids, "verified", None, steps.batch_id, {"method": final_attempt(attempts).method})
     if not steps.done("promoted"):
         promote_task(work.model, candidate)
+        fault_point("promote")
         steps.record("promoted", candidate)
 
 
-def apply_and_certify(ws: Workspace, steps: Progress, work: ModelWork, forget_set: ForgetSet, champion_before: str,
-                      attempts: list[Attempt], candidate: str | None) -> ModelReport:
-    """Passed: purge the forget set from the active store (new DVC version) and mark the requests
-    registered. Failed: mark them failed, champion and data untouched. Either way the model's
-    section of the certificate."""
+def apply_and_retire(ws: Workspace, steps: Progress, work: ModelWork, forget_set: ForgetSet,
+                     attempts: list[Attempt], candidate: str) -> tuple[Deletion, list[dict[str, Any]]]:
+    """The new champion is in place: purge the forget set from the active store (new DVC version,
+    pushed), then retire every earlier version of the model (trained on the forget set)."""
+    def purge() -> Deletion:
+        done = apply_deletion_task(str(ws.root), work.model, work.work, forget_set.record)
+        fault_point("purge")
+        versions = version_task(str(ws.root), [done["record"], done["store"]])
+        fault_point("dvc_commit")
+        return Deletion(done["purged"], versions[done["record"]], versions[done["store"]])
+
+    def retire() -> list[dict[str, Any]]:
+        retired = retire_task(work.model, candidate, steps.batch_id, grace_days_for(ws.params, work.kinds))
+        fault_point("retirement")
+        return retired
+
+    deleted = steps.once("applied", purge, Deletion)
+    retired = steps.once("retired", retire)
+    advance(steps.ledger, work.ledger_ids, "registered", regression_note(final_attempt(attempts).regressions),
+            steps.batch_id, {"version": candidate, "data_dvc_md5": deleted.data_dvc_md5})
+    return deleted, retired
+
+
+def model_report(ws: Workspace, steps: Progress, work: ModelWork, forget_set: ForgetSet, champion_before: str,
+                 attempts: list[Attempt], candidate: str | None) -> ModelReport:
+    """The model's section of the certificate. Passed: its deletion applied and earlier versions
+    retired. Failed: the requests are marked failed, champion and data stay exactly as they were."""
     final = final_attempt(attempts)
     report = ModelReport(model=work.model, forget_set={"count": work.count, "sha256": work.sha256,
                                                        "dvc_md5": forget_set.dvc_md5},
@@ -132,44 +180,83 @@ def apply_and_certify(ws: Workspace, steps: Progress, work: ModelWork, forget_se
             f"{a.method}: {a.why_not()}" for a in attempts)
         advance(steps.ledger, work.ledger_ids, "failed", reason, steps.batch_id)
         return report
-
-    def purge() -> Deletion:
-        done = apply_deletion_task(str(ws.root), work.model, work.work, forget_set.record)
-        versions = version_task(str(ws.root), [done["record"], done["store"]])
-        return Deletion(done["purged"], versions[done["record"]], versions[done["store"]])
-
-    deleted = steps.once("applied", purge, Deletion)
-    advance(steps.ledger, work.ledger_ids, "registered", None, steps.batch_id,
-            {"version": candidate, "data_dvc_md5": deleted.data_dvc_md5})
+    deleted, retired = apply_and_retire(ws, steps, work, forget_set, attempts, candidate)
     return replace(report, champion_after=candidate, outcome="registered", data_dvc_md5=deleted.data_dvc_md5,
-                   record_dvc_md5=deleted.record_dvc_md5)
+                   record_dvc_md5=deleted.record_dvc_md5, regressions=final.regressions, retired=retired)
 
 
 def forget_in_model(ws: Workspace, steps: Progress, forget_set: ForgetSet, work: ModelWork) -> ModelReport:
-    """One model's part of the batch, champion before to champion after."""
+    """One model's part of the batch, champion before to champion after (once: a resumed run
+    takes a finished model's report from the ledger)."""
     steps = steps.of(work.model)
-    champion_before = steps.once("champion_before", lambda: fetch_champion_task(
-        work.model, ws.family(work.model), str(work.champion_dir)))
-    attempts = run_chain(ws, steps, work)
-    candidate = register_candidate(ws, steps, work, forget_set, champion_before, attempts)
-    if final_attempt(attempts).passed:
-        promote(steps, work, attempts, candidate)
-    return apply_and_certify(ws, steps, work, forget_set, champion_before, attempts, candidate)
+
+    def fetch_champion() -> str:
+        version = fetch_champion_task(work.model, ws.family(work.model), str(work.champion_dir))
+        fault_point("champion")
+        return version
+
+    def run() -> ModelReport:
+        champion_before = steps.once("champion_before", fetch_champion)
+        attempts = run_chain(ws, steps, work)
+        candidate = register_candidate(ws, steps, work, forget_set, champion_before, attempts)
+        if final_attempt(attempts).passed:
+            promote(steps, work, attempts, candidate)
+        report = model_report(ws, steps, work, forget_set, champion_before, attempts, candidate)
+        fault_point("report", work.model)
+        return report
+
+    return steps.once("report", run, ModelReport)
 
 
-# ------------------------------------------------------------------------------ the flow
-@flow(name="deletion_batch", log_prints=True)
-def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str | None = None,
-                   root: str | None = None) -> dict[str, Any]:
-    """Process pending deletion requests. `requests`: request documents (e.g. typed in the Prefect
-    UI); inbox files are always picked up. `batch_id`: resume or re-show a given batch."""
-    ws = Workspace.at(root)
-    ledger = Ledger(ws.ledger_path)
-    t0 = time.perf_counter()
-    intake = intake_task(str(ws.root), requests)
-    batch_id = claim_or_resume(ledger, batch_id)
+def erase(ws: Workspace, steps: Progress, reports: list[ModelReport]) -> Erasure:
+    """After every model's deletion is applied and committed (docs/erasure.md): the superseded DVC
+    objects holding forgotten samples are deleted from cache and remotes, retired weights whose
+    grace period ended are deleted, the batch work folders' weights (pre-deletion champion,
+    attempts) go, and the erasure scan searches everything the project keeps: 0 copies expected."""
+    root, batch_id = str(ws.root), steps.batch_id
+    applied = [r.model for r in reports if r.outcome == "registered"]
+
+    def step(name: str, run: Any, deletes: bool = True) -> Any:
+        def then_fault() -> Any:  # what a deleting step did survives a kill before it is recorded
+            out = journaled(ws, batch_id, name, run) if deletes else run()
+            fault_point(name)
+            return out
+        return steps.once(name, then_fault)
+
+    collected = step("collection", lambda: collect_task(root, batch_id, applied) if applied else {})
+    expired = step("expiry", lambda: purge_expired_task(sorted(ws.served_models())))
+    work_deleted = step("work_folders", lambda: delete_work_task(
+        root, sorted(set(steps.ledger.open_batches()) - {batch_id})))
+    scan = step("erasure_scan", lambda: erasure_summary(ws, batch_id, erasure_scan_task(root, batch_id, applied))
+                if applied else None, deletes=False)
+    return Erasure(collected, expired, work_deleted, scan)
+
+
+def certify(ws: Workspace, steps: Progress, reports: list[ModelReport], erasure: Erasure,
+            times: dict[str, float]) -> dict[str, Any]:
+    """The certificate, issued once (a resumed run reuses the recorded one, never re-issues it),
+    then its hash appended to the audit log once."""
+    def issue() -> dict[str, Any]:
+        cert = issue_certificate(ws, steps.ledger, steps.batch_id, reports, erasure, times)
+        fault_point("certificate")
+        return cert
+
+    def append() -> dict[str, Any]:
+        entry = append_to_audit(ws, steps.batch_id, cert)
+        fault_point("audit")
+        return entry
+
+    cert = steps.once("certificate", issue)
+    steps.once("audit", append)
+    return cert
+
+
+# ------------------------------------------------------------------------------ a batch
+def run_batch(ws: Workspace, ledger: Ledger, batch_id: str | None, intake: list[dict[str, Any]],
+              t0: float) -> dict[str, Any]:
+    """One claimed batch, from its forget set to its certificate (or what is already known of it)."""
     if batch_id is None:
-        print("no validated requests waiting: nothing to do")
+        print("no batch to run: no validated or approved requests waiting")
         print(summary_table(ledger, None, intake, []))
         return {"batch_id": None, "intake": intake}
     batch = ledger.batch(batch_id)
@@ -184,14 +271,70 @@ def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str |
         forget_set = extract(ws, steps)
         t1 = time.perf_counter()
         reports = [forget_in_model(ws, steps, forget_set, work) for work in forget_set.models]
-        times = {"intake_and_extract_s": round(t1 - t0, 2), "unlearn_to_register_s": round(time.perf_counter() - t1, 2)}
-        cert = issue_certificate(ws, ledger, batch_id, reports, times)
-        steps.record("certificate", cert)
-        ledger.close_batch(batch_id, "done" if all(r.outcome == "registered" for r in reports) else "failed")
+        erasure = erase(ws, steps, reports)
+        times = {"intake_and_extract_s": round(t1 - t0, 2), "unlearn_to_erasure_s": round(time.perf_counter() - t1, 2)}
+        cert = certify(ws, steps, reports, erasure, times)
+        ledger.close_batch(batch_id, "done" if cert["outcome"] == "REGISTERED" else "failed")
+        fault_point("close")
     print(summary_table(ledger, batch_id, intake, reports))
+    if erasure.scan is not None:
+        print(f"erasure scan: {erasure.scan['copies']} copies of {erasure.scan['samples']} forgotten samples left "
+              f"({erasure.scan['expected']} expected)")
     print(f"certificate: {cert['markdown']} ({cert['outcome']})")
     return {"batch_id": batch_id, "state": ledger.batch(batch_id)["state"], "certificate": cert,
-            "models": [r.to_dict() for r in reports], "intake": intake}
+            "models": [r.to_dict() for r in reports], "erasure": erasure.to_dict(), "intake": intake}
+
+
+def ask_for_approval(ledger: Ledger, policy: ApprovalPolicy, wait: bool) -> bool:
+    """The requests that wait for a person's decision (params.yaml `approval`): the run pauses for
+    each in turn — the Prefect UI shows the form, `unlearn request approve|deny` answers it too —
+    until `approval.timeout_s` is spent. Unanswered ones stay waiting for a later run. True when
+    any request is approved (the run then claims it into a batch of its own)."""
+    ledger.hold(policy.required)  # validated since the claim (e.g. by `unlearn request submit`)
+    deadline = time.monotonic() + policy.timeout_s
+    for entry in ledger.entries(state="awaiting_approval") if wait else []:
+        left = deadline - time.monotonic()
+        if left < 1 or ledger.get(entry.ledger_id).state != "awaiting_approval":  # decided meanwhile (CLI)
+            continue
+        print(f"request {entry.request_id} ({entry.kind} on {entry.model}) needs a person's approval: the run "
+              f"pauses for up to {left:.0f} s (Prefect UI: resume with the form; or `unlearn request approve|deny "
+              f"{entry.request_id} --approver NAME`)")
+        answer = pause_for_decision(ledger, entry, left)
+        if answer is None:
+            print(f"no decision on {entry.request_id} within approval.timeout_s")
+            break
+        decided = record_decision(ledger, entry, answer.approve, answer.approver, answer.reason, policy.required)
+        print(f"request {entry.request_id}: {decided.state} ({decided.reason})")
+    waiting = [e.request_id for e in ledger.entries(state="awaiting_approval")]
+    if waiting:
+        print(f"{len(waiting)} request(s) await a person's approval and stay in the ledger for a later run: "
+              f"{', '.join(waiting)}")
+    return bool(ledger.entries(state="approved"))
+
+
+# ------------------------------------------------------------------------------ the flow
+@flow(name="deletion_batch", log_prints=True)
+def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str | None = None,
+                   root: str | None = None, wait_for_approval: bool = True) -> dict[str, Any]:
+    """Process pending deletion requests. `requests`: request documents (e.g. typed in the Prefect
+    UI); inbox files are always picked up. `batch_id`: resume or re-show a given batch.
+    `wait_for_approval`: pause for a person's decision on requests that need one (params.yaml
+    `approval`), after the batch of those that do not; off, they wait for a later run."""
+    ws = Workspace.at(root)
+    ledger = Ledger(ws.ledger_path)
+    policy = ApprovalPolicy.of(ws)
+    t0 = time.perf_counter()
+    with inbox_lock(ws):
+        intake = intake_task(str(ws.root), requests)
+    fault_point("intake")
+    first = claim_or_resume(ledger, batch_id, policy.required)
+    fault_point("claim")
+    batches = [run_batch(ws, ledger, first, intake, t0)]
+    if batch_id is None and ask_for_approval(ledger, policy, wait_for_approval):
+        batches.append(run_batch(ws, ledger, claim_new(ledger, policy.required), [], time.perf_counter()))
+    ran = [b for b in batches if b["batch_id"]]
+    return {**(ran[-1] if ran else batches[0]), "intake": intake, "batches": ran,
+            "awaiting_approval": [e.request_id for e in ledger.entries(state="awaiting_approval")]}
 
 
 if __name__ == "__main__":

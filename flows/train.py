@@ -7,11 +7,16 @@ import json
 import time
 
 from prefect import flow, task
+from torch import nn
 
 from flows.params import load_params, resolve
 from tasks.registry import register_build
+from unlearn_ops.data.splits import Part
 from unlearn_ops.data.store import SampleStore
-from unlearn_ops.models import build_model, save_model
+from unlearn_ops.families import family
+from unlearn_ops.models import build_model
+from unlearn_ops.models.sharded import ShardMap
+from unlearn_ops.sharding import MemberSchedule, is_sharded, sharding_of, train_ensemble
 from unlearn_ops.training import TrainConfig, accuracy, cached_predictions, fit, per_class_accuracy
 from unlearn_ops.utils import atomic_write_json, seed_everything
 
@@ -23,17 +28,31 @@ def model_spec(arch: str, store: SampleStore) -> dict:
     return {"arch": arch, "in_channels": c, "num_classes": len(store.classes), "image_size": h}
 
 
+def fit_model(t: dict, store: SampleStore, data: Part, spec: dict) -> tuple[nn.Module, dict]:
+    """The classifier and its spec: one model, or with `train.shards` / `slices` / `pool_fraction`
+    a sharded one (SISA: members on disjoint shards of whole data subjects, slice checkpoints)."""
+    if not is_sharded(t):
+        model = build_model(spec)
+        fit(model, data, TrainConfig(epochs=t["epochs"], lr=t["lr"], batch_size=t["batch_size"], seed=t["seed"],
+                                     device=t["device"]))  # epochs: unlearn_ops.progress notes
+        return model, spec
+    shards, slices, pool = sharding_of(t)
+    ids = list(data.ids)
+    shard_map = ShardMap.assign(ids, store.index.loc[ids, "subject_id"].tolist(), shards, slices, pool)
+    schedule = MemberSchedule(t["epochs"], t["lr"], t["batch_size"], t["seed"], device=t["device"],
+                              pool_epochs=t.get("pool_epochs", 0.0))
+    model = train_ensemble(spec, data, shard_map, schedule, progress=print)
+    return model, model.spec()
+
+
 @task(name="train-base", tags=["gpu"])
 def train_task(params: dict) -> dict:
     t, d = params["train"], params["data"]
     store = SampleStore(resolve(d["store_dir"]))
     splits = store.splits()
     seed_everything(t["seed"])
-    spec = model_spec(t["arch"], store)
-    model = build_model(spec)
     start = time.perf_counter()
-    fit(model, splits.retain, TrainConfig(epochs=t["epochs"], lr=t["lr"], batch_size=t["batch_size"],
-                                          seed=t["seed"], device=t["device"]))
+    model, spec = fit_model(t, store, splits.retain, model_spec(t["arch"], store))
     seconds = time.perf_counter() - start
     model = model.cpu()
     with cached_predictions():  # the per-class accuracies reuse the test predictions
@@ -44,7 +63,7 @@ def train_task(params: dict) -> dict:
     if metrics["test_accuracy"] < t["min_test_accuracy"]:
         raise RuntimeError(f"base model test accuracy {metrics['test_accuracy']:.4f} < "
                            f"{t['min_test_accuracy']}: not saving a broken model")
-    out = save_model(model, spec, resolve(MODEL_DIR.format(name=t["model_name"])))
+    out = family("classifier").save(model, spec, resolve(MODEL_DIR.format(name=t["model_name"])))
     atomic_write_json(resolve("metrics/train.json"), metrics)
     print(f"trained {t['model_name']}: test accuracy {metrics['test_accuracy']:.4f} in {seconds:.0f} s -> {out}")
     return metrics

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -16,10 +16,13 @@ from typing import Any, Self, TypeVar
 
 from tasks.workspace import Workspace
 from unlearn_ops.ledger import Ledger
-from unlearn_ops.methods import is_exact
+from unlearn_ops.methods import get_method, is_exact
+from unlearn_ops.methods.base import make_config
+from unlearn_ops.utils import atomic_write_json
 from unlearn_ops.verify.production import Verification
 
 KIND_PRIORITY = ("class", "concept", "subject", "samples")  # a mixed batch uses the chain of its strongest kind
+SHARDED_EXACT = "sharded_retrain"  # the exact end of every chain of a sharded model
 R = TypeVar("R", bound="Record")
 
 
@@ -136,6 +139,8 @@ class Attempt(Record):
     metrics: dict[str, dict[str, float]] | None = None
     gates: dict[str, dict[str, Any]] | None = None
     reports: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] | None = None   # what the method ran with (None: it did not run)
+    regressions: list[str] = field(default_factory=list)  # utility gates an exact method passed with
 
     @property
     def passed(self) -> bool:
@@ -145,8 +150,10 @@ class Attempt(Record):
         return {**asdict(self), "passed": self.passed}
 
     def judged(self, v: Verification) -> Attempt:
+        regressions = [r for g in v.gates.values() for r in g.get("regressions", [])]
         return replace(self, status=PASSED if v.passed else FAILED, metrics=jsonable(v.metrics),
-                       gates=jsonable(v.gates), reports={k: str(p) for k, p in v.reports.items()})
+                       gates=jsonable(v.gates), reports={k: str(p) for k, p in v.reports.items()},
+                       regressions=regressions)
 
     def why_not(self) -> str:
         """What stopped it: the failed gates, or the reason it produced no model."""
@@ -158,12 +165,23 @@ class Attempt(Record):
         if self.status == FAILED:
             return "FAIL " + "; ".join(f"{k}: {', '.join(g['failed'])}" for k, g in (self.gates or {}).items()
                                        if not g["passed"])
-        return WORDS[self.status] + (f" ({self.reason})" if self.reason else "")
+        words = WORDS[self.status]
+        if self.regressions:
+            words += " with utility regression: " + ", ".join(self.regressions)
+        return words + (f" ({self.reason})" if self.reason else "")
 
     def certified(self) -> dict[str, Any]:
-        """What the certificate shows of it."""
-        keep = ("method", "status", "passed", "seconds", "reason", "traceback", "metrics", "gates")
+        """What the certificate shows of it (`details`: what the method did, e.g. which members
+        of a sharded model it retrained from which slice)."""
+        keep = ("method", "status", "passed", "seconds", "settings", "reason", "traceback", "details", "metrics",
+                "gates", "regressions")
         return {k: v for k, v in self.to_dict().items() if k in keep}
+
+
+def regression_note(regressions: list[str]) -> str | None:
+    """What the ledger, the registry tag and the certificate say of an exact model promoted with
+    failed utility gates, e.g. `promoted with utility regression: retain_rougeL_drop 0.093 > 0.02`."""
+    return "promoted with utility regression: " + ", ".join(regressions) if regressions else None
 
 
 def final_attempt(attempts: list[Attempt]) -> Attempt:
@@ -195,6 +213,20 @@ class ModelReport(Record):
     data_dvc_md5: str | None = None
     record_dvc_md5: str | None = None
     power: dict[str, Any] | None = None  # PowerCheck.to_dict() with its sentence, when one was needed
+    regressions: list[str] = field(default_factory=list)    # utility gates the promoted exact model failed
+    retired: list[dict[str, Any]] = field(default_factory=list)  # earlier versions retired (tasks.retention)
+
+
+@dataclass(frozen=True)
+class Erasure(Record):
+    """What the batch removed beyond the active store, and the scan that checks nothing is left
+    (docs/erasure.md): superseded DVC objects collected, retired weights whose grace period ended,
+    the batch work folders' weights, and the erasure scan's summary (None: nothing was applied)."""
+
+    collected: dict[str, Any] = field(default_factory=dict)          # tasks.versioning.collect_superseded
+    expired: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> weights deleted
+    work_deleted: list[str] = field(default_factory=list)           # var/batches/... folders removed
+    scan: dict[str, Any] | None = None                               # tasks.certificate.erasure_summary
 
 
 # ------------------------------------------------------------------------------ progress
@@ -230,6 +262,30 @@ class Progress:
         return as_type.from_dict(value) if as_type is not None else value
 
 
+def journaled(ws: Workspace, batch_id: str, name: str, run: Callable[[], Any]) -> Any:
+    """An action step's result — what it deleted — merged with what an earlier run of the same step
+    did before it was killed: that run's result is written to var/batches/<batch>/done-<name>.json
+    as soon as the action returns, so a rerun, which finds nothing left to delete, still records
+    (and the certificate still says) what the batch did."""
+    path = ws.runs / batch_id / f"done-{name}.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else None
+    out = jsonable(run())
+    out = merged(earlier, out) if earlier is not None else out
+    atomic_write_json(path, out)
+    return out
+
+
+def merged(old: Any, new: Any) -> Any:
+    """Two results of one action step: lists joined without repeats, dicts key by key, counts added."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {k: merged(old[k], new[k]) if k in old and k in new else old.get(k, new.get(k)) for k in old | new}
+    if isinstance(old, list) and isinstance(new, list):
+        return old + [x for x in new if x not in old]
+    if isinstance(old, int | float) and isinstance(new, int | float) and not isinstance(old, bool):
+        return old + new
+    return new
+
+
 def _stored(value: Any) -> Any:
     if isinstance(value, list):
         return [_stored(v) for v in value]
@@ -241,15 +297,21 @@ def new_batch_id() -> str:
     return datetime.now(UTC).strftime("batch-%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
-def claim_or_resume(ledger: Ledger, batch_id: str | None) -> str | None:
-    """The given batch, else the oldest unfinished one, else a new batch of every validated request."""
+def claim_or_resume(ledger: Ledger, batch_id: str | None, hold: Collection[str] = ()) -> str | None:
+    """The given batch, else the oldest unfinished one, else a new batch of every validated (and
+    approved) request; validated requests of the kinds in `hold` wait for approval instead."""
     if batch_id:
         return batch_id if ledger.batch(batch_id) else None
     open_batches = ledger.open_batches()
     if open_batches:
         print(f"resuming unfinished batch {open_batches[0]}")
         return open_batches[0]
-    claimed = ledger.claim(new_batch_id())
+    return claim_new(ledger, hold)
+
+
+def claim_new(ledger: Ledger, hold: Collection[str] = ()) -> str | None:
+    """A new batch of every validated and approved request (`hold`: kinds that wait for approval)."""
+    claimed = ledger.claim(new_batch_id(), hold)
     return claimed[0].batch_id if claimed else None
 
 
@@ -271,13 +333,64 @@ def batch_lock(ws: Workspace, batch_id: str) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[str]:
-    """The policy's methods for the batch's strongest request kind; the last must be exact."""
+@contextmanager
+def inbox_lock(ws: Workspace) -> Iterator[None]:
+    """One intake of the inbox at a time on this machine (a blocking lock): two runs started
+    together would otherwise both read a file, record it twice (the second as a rejected
+    duplicate) and race to file it away."""
+    path = ws.runs.parent / "intake.lock"  # var/: git-ignored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Step(Record):
+    """One entry of a policy chain: a method and the settings this entry adds to `unlearn.<method>`."""
+
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def chain_step(entry: Any, where: str) -> Step:
+    """A policy chain entry: a method's name, or `{method: NAME, with: {SETTING: VALUE, ...}}` for a
+    method run with settings of its own in this chain only (the method keeps its one name; its
+    `unlearn.<name>` section, shared by every chain and benchmark, stays as it is)."""
+    if isinstance(entry, str):
+        get_method(entry)  # unknown → KeyError naming the registered ones
+        return Step(entry)
+    if not isinstance(entry, dict) or set(entry) - {"method", "with"} or not isinstance(entry.get("method"), str):
+        raise ValueError(f"{where}: a chain entry is a method name or {{method: NAME, with: {{SETTINGS}}}}, "
+                         f"not {entry!r}")
+    settings = entry.get("with") or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where}: `with` of `{entry['method']}` must map settings to values, not {settings!r}")
+    get_method(entry["method"])
+    return Step(entry["method"], dict(settings))
+
+
+def chain_for(ws: Workspace, model: str, kinds: list[str]) -> list[Step]:
+    """The policy's chain for the batch's strongest request kind, every entry's settings checked by
+    its method's Config (unknown or invalid settings: ValueError); the last must be exact."""
     kind = next(k for k in KIND_PRIORITY if k in kinds)
-    chain = list(ws.params["policy"][model][kind])
-    if not chain or not is_exact(chain[-1]):
-        raise ValueError(f"policy.{model}.{kind} must end with an exact method such as `retrain` "
-                         f"(exact unlearning is the last resort): {chain}")
+    where = f"policy.{model}.{kind}"
+    chain = [chain_step(e, where) for e in ws.params["policy"][model][kind]]
+    for step in chain:
+        make_config(get_method(step.method).Config, ws.method_params(model, step.method, step.settings))
+    if not chain or not is_exact(chain[-1].method):
+        raise ValueError(f"{where} must end with an exact method such as `retrain` "
+                         f"(exact unlearning is the last resort): {[s.method for s in chain]}")
+    methods = [s.method for s in chain]
+    sharded = ws.is_sharded(model)
+    if sharded and methods[-1] != SHARDED_EXACT:
+        raise ValueError(f"{where} must end with `{SHARDED_EXACT}`: {model} is sharded (its build section's "
+                         f"shards/slices/pool_fraction), and only that retrains just its touched members: {methods}")
+    if not sharded and SHARDED_EXACT in methods:
+        raise ValueError(f"{where} names `{SHARDED_EXACT}`, but {model} is not sharded: {methods}")
     return chain
 
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from prefect import task
 
-from tasks.versioning import dvc_storage
+from tasks.versioning import collect_superseded, dvc_storage
 from tasks.workspace import Workspace
 from unlearn_ops.data.sources import (
     FMNIST_SYSTEM_DIR,
@@ -345,3 +345,18 @@ def delete_work_weights(ws: Workspace, keep: set[str] | frozenset[str] = frozens
                 shutil.rmtree(folder)
                 removed.append(str(folder.relative_to(ws.root)))
     return removed
+
+
+# ------------------------------------------------------------------ the deletion batch's steps
+@task(name="collect-superseded", retries=1, retry_delay_seconds=2)
+def collect_task(root: str, batch_id: str, models: list[str]) -> dict[str, Any]:
+    """The superseded DVC objects holding the batch's forgotten samples (of `models`, whose
+    deletion was applied and committed), deleted from cache and remotes."""
+    ws = Workspace.at(root)
+    samples, _ = forget_samples(ws, batch_id, models)
+    return collect_superseded(ws.root, samples)
+
+
+@task(name="delete-work-weights", retries=1, retry_delay_seconds=2)
+def delete_work_task(root: str, keep: list[str]) -> list[str]:
+    return delete_work_weights(Workspace.at(root), set(keep))

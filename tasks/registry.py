@@ -22,6 +22,7 @@ from prefect import task
 from torch import nn
 
 from tasks.families import serving
+from tasks.faults import fault_point
 from unlearn_ops import families
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.models import load_any
@@ -213,12 +214,13 @@ def fetch_champion_task(model: str, family: str, out_dir: str) -> str:
 def register_candidate_task(model_dir: str, model: str, family: str, batch_id: str, tags: dict[str, str],
                             metrics: dict[str, float], params: dict[str, Any], artifacts: list[str]) -> str:
     """Register the batch's model as `candidate`. Idempotent: a batch registers at most one version
-    per model (looked up by its batch tag), so a resumed batch finds the one it made before."""
-    existing = find_version(model, "batch_id", batch_id)
-    if existing:
-        return existing
-    version = log_and_register(model_dir, name=model, family=family, experiment="deletion-batches",
-                               run_name=batch_id, params=params, metrics=metrics, tags=tags, artifacts=artifacts)
+    per model (looked up by its batch tag), so a resumed batch finds the one it made before (and
+    sets the alias a crash may have left unset)."""
+    version = find_version(model, "batch_id", batch_id)
+    if version is None:
+        version = log_and_register(model_dir, name=model, family=family, experiment="deletion-batches",
+                                   run_name=batch_id, params=params, metrics=metrics, tags=tags, artifacts=artifacts)
+        fault_point("register")  # the version exists, its alias not yet
     set_alias(model, CANDIDATE, version)
     return version
 

@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 from mlflow import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from prefect import task
 
-from tasks.registry import retired_message, tracking_uri
+from tasks.registry import is_registered, retired_message, tracking_uri
 
 log = logging.getLogger(__name__)
 RETIRED_FILE = "RETIRED.json"
@@ -151,3 +152,20 @@ def purge_expired(model: str, now: datetime | None = None) -> list[dict[str, Any
             continue
         out.append({"version": str(mv.version), "deleted": _delete_weights(client, model, mv)})
     return out
+
+
+# ------------------------------------------------------------------ the deletion batch's steps
+@task(name="retire-superseded", retries=2, retry_delay_seconds=2)
+def retire_task(model: str, new_version: str, batch_id: str, grace_days: int) -> list[dict[str, Any]]:
+    """`retire_superseded`, each version's entry with `weights_deleted_at` from its tags: the state,
+    which a rerun after a crash reports as the first run would (the action may be done already)."""
+    retired = retire_superseded(model, new_version, batch_id, grace_days)
+    client = _client()
+    return [{**r, "weights_deleted_at": (client.get_model_version(model, r["version"]).tags or {})
+             .get("weights_deleted_at")} for r in retired]
+
+
+@task(name="purge-expired", retries=2, retry_delay_seconds=2)
+def purge_expired_task(models: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """`purge_expired` for every registered model among `models` (every batch runs it)."""
+    return {m: purge_expired(m) for m in models if is_registered(m)}

@@ -69,7 +69,7 @@ def unlearn_task(champion_dir: str, store_dir: str, forget_ids: list[str], famil
         return Attempt(method, ERROR, reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     fam.save(result.model.cpu(), spec, out_dir)
     return Attempt(method, UNLEARNED, seconds=result.seconds, model_dir=out_dir, details=jsonable(result.details),
-                   log=result.log[-20:])
+                   log=result.log[-20:], settings=jsonable(params))
 
 
 @task(name="verify", cache_policy=NO_CACHE)

@@ -14,6 +14,7 @@ from tasks.env import project_root
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.families import DEFAULT, FAMILIES
 from unlearn_ops.methods import method_params
+from unlearn_ops.sharding import is_sharded
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,20 @@ class Workspace:
             raise KeyError(f"params.yaml has no `{section}` section: {model} ({self.family(model)}) cannot be verified")
         return self.params[section]
 
-    def method_params(self, model: str, method: str) -> dict[str, Any]:
+    def method_params(self, model: str, method: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """The settings `method` runs with on `model`: for an exact method the schedule of the
-        model's build section (params.yaml `models.<model>.build` names it), then `unlearn.<method>`."""
+        model's build section (params.yaml `models.<model>.build` names it), then `unlearn.<method>`,
+        then `settings` (a policy chain entry's own `with`)."""
         section = self.served_models().get(model, {}).get("build")
         if section is not None and section not in self.params:
             raise KeyError(f"models.{model}.build names `{section}`, which params.yaml does not have")
-        return method_params(method, (self.params.get("unlearn") or {}).get(method),
+        return method_params(method, {**((self.params.get("unlearn") or {}).get(method) or {}), **(settings or {})},
                              self.params[section] if section is not None else None)
+
+    def is_sharded(self, model: str) -> bool:
+        """Whether the model's build section trains a sharded classifier (`shards`, `slices`, `pool_fraction`)."""
+        section = self.served_models().get(model, {}).get("build")
+        return section is not None and is_sharded(self.params.get(section) or {})
 
     def store_for(self, model: str) -> SampleStore:
         served = self.served_models()

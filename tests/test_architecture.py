@@ -48,7 +48,7 @@ def test_architecture_page_names_the_real_stages_flows_and_functions():
     life = doc.split("## A request's life")[1].split("\n## ")[0]
     named = re.findall(r"`((?:flows|tasks|unlearn_ops)\.[\w.]+)`", life)
     assert {"flows.deletion_batch.run_chain", "flows.deletion_batch.register_candidate",
-            "flows.deletion_batch.apply_and_certify"} <= set(named)
+            "flows.deletion_batch.apply_and_retire"} <= set(named)
     for dotted in named:  # each names a function (or class attribute) that exists
         parts = dotted.split(".")
         for cut in range(len(parts) - 1, 0, -1):

@@ -38,6 +38,36 @@ def test_concurrent_claims_never_share_a_request(tmp_path):
     assert sum(1 for batch in claimed if batch) == 1
 
 
+def test_claim_holds_requests_that_need_approval_and_takes_approved_ones(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    for rid, kind in (("subject", "subject"), ("class", "class"), ("concept", "concept")):
+        ledger.transition(ledger.receive(rid, "{}", "test", kind=kind).ledger_id, "validated")
+    first = ledger.claim("b1", hold={"class", "concept"})
+    assert [e.request_id for e in first] == ["subject"]
+    assert {e.request_id for e in ledger.entries(state="awaiting_approval")} == {"class", "concept"}
+    assert ledger.claim("b2", hold={"class", "concept"}) == []            # nothing claimable until decided
+    cls, concept = ledger.find("class")[0], ledger.find("concept")[0]
+    ledger.transition(cls.ledger_id, "approved", "approved by alice")
+    ledger.transition(concept.ledger_id, "rejected", "denied by bob: no")
+    late = ledger.receive("late", "{}", "test", kind="class")
+    ledger.transition(late.ledger_id, "validated")
+    assert [e.request_id for e in ledger.hold({"class"})] == ["late"]
+    with pytest.raises(LedgerError, match="awaiting_approval → in_batch is not allowed"):
+        ledger.transition(late.ledger_id, "in_batch")                     # never claimed unapproved
+    second = ledger.claim("b3", hold={"class", "concept"})
+    assert [e.request_id for e in second] == ["class"] and second[0].batch_id == "b3"
+    assert [ev["state"] for ev in ledger.events("class")] == ["received", "validated", "awaiting_approval",
+                                                              "approved", "in_batch"]
+
+
+def test_approval_waits_are_recorded_newest_first(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    e = ledger.receive("r1", "{}", "test", kind="class")
+    ledger.record_wait(e.ledger_id, "run-a", "approval-1", "2030-01-01T00:00:00+00:00")
+    ledger.record_wait(e.ledger_id, "run-b", "approval-1", "2030-01-02T00:00:00+00:00")
+    assert [w["flow_run_id"] for w in ledger.waits(e.ledger_id)] == ["run-b", "run-a"]
+
+
 def certify(tmp_path, n):
     certs = tmp_path / "certs"
     log = AuditLog(tmp_path / "log.jsonl", certs)

@@ -39,6 +39,13 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
     for r in cert["requests"]:
         lines.append(f"| {r['request_id']} | {r.get('kind') or '-'} | {r.get('model') or '-'} | {r['state']} | "
                      f"{(r.get('reason') or '').replace('|', '/')} |")
+    approvals = [r for r in cert["requests"] if r.get("approval")]
+    if approvals:  # capability removals a person approved (params.yaml `approval`)
+        lines += ["", "Approvals:", ""] + [
+            f"- `{r['request_id']}`: {'approved' if r['approval']['approve'] else 'denied'} by "
+            f"{r['approval']['approver']} at {r['approval']['at']}" + (f": {r['approval']['reason']}"
+                                                                       if r['approval'].get('reason') else "")
+            for r in approvals]
     for m in cert.get("models", []):
         lines += ["", f"## Model `{m['model']}`", "",
                   f"- Forget set: {m['forget_set']['count']} samples, sha256 `{m['forget_set']['sha256']}`, "
@@ -47,10 +54,16 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                   f"registered candidate: v{m.get('candidate') or '-'}",
                   f"- Method path: {' → '.join(a['method'] + PATH_MARKS.get(a.get('status'), ' ✗') for a in m['attempts'])}",
                   f"- Active data version (DVC md5): `{m.get('data_dvc_md5') or '-'}`",
-                  *([_power_line(m["power"])] if m.get("power") else []), ""]
+                  *([_power_line(m["power"])] if m.get("power") else []),
+                  *_retired_lines(m.get("retired") or []), ""]
+        if m.get("regressions"):  # an exact model that failed a utility gate: the erasure went ahead
+            lines[-1:-1] = [f"- **Promoted with utility regression: {', '.join(m['regressions'])}** (the exact "
+                            "method's model: privacy gates decide, utility gates inform)"]
         for a in m["attempts"]:
             lines += [f"### Attempt `{a['method']}` — {ATTEMPT_VERDICTS.get(a.get('status'), 'FAIL')} "
                       f"({a.get('seconds', 0):.1f} s)", ""]
+            if a.get("settings"):
+                lines += ["Settings: " + ", ".join(f"`{k}: {v}`" for k, v in sorted(a["settings"].items())), ""]
             if a.get("status") == "not_applicable":
                 lines += [f"Does not apply: {a.get('reason')}", ""]
             elif a.get("status") == "skipped":
@@ -61,6 +74,8 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                 lines += [f"Error: `{a['reason']}`", ""]
             if a.get("traceback"):  # a bug in the method, shown in full so it gets fixed
                 lines += ["```", a["traceback"].rstrip(), "```", ""]
+            if (a.get("details") or {}).get("summary"):  # what the method did, in one sentence
+                lines += [f"What it did: {a['details']['summary']}.", ""]
             if a.get("gates"):
                 lines += ["| kind | metric | value | bound | result |", "|---|---|---|---|---|"]
                 for kind, gates in a["gates"].items():
@@ -68,12 +83,61 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                         bound = " ".join(b for b in (f"≥ {g['min']}" if g["min"] is not None else "",
                                                      f"≤ {g['max']}" if g["max"] is not None else "") if b)
                         value = "missing" if g["value"] is None else f"{g['value']:.4f}"
-                        lines.append(f"| {kind} | {g['metric']} | {value} | {bound} | {'pass' if g['passed'] else 'FAIL'} |")
+                        result = "pass" if g["passed"] else "FAIL (utility)" if g.get("utility") else "FAIL"
+                        lines.append(f"| {kind} | {g['metric']} | {value} | {bound} | {result} |")
                 lines.append("")
         for name, path in (m.get("reports") or {}).items():
             lines += [f"![{name}]({path})", ""]
+    if "erasure" in cert:
+        lines += _erasure_lines(cert["erasure"])
     lines += ["", f"Times: {json.dumps(cert.get('times', {}))}", ""]
     return "\n".join(lines)
+
+
+def _retired_lines(retired: list[dict[str, Any]]) -> list[str]:
+    """The model's earlier versions, retired: trained on the forgotten data, no longer loadable."""
+    if not retired:
+        return []
+    parts = [f"v{r['version']} (retired by `{r['retired_by']}`"
+             + (f"; aliases removed: {', '.join(r['aliases_removed'])}" if r.get("aliases_removed") else "")
+             + (f"; weights deleted {r['weights_deleted_at']}" if r.get("weights_deleted_at")
+                else f"; weights kept for a rollback until {r['weights_delete_after']}")
+             + ")" for r in retired]
+    return [f"- Earlier versions retired (trained on the forgotten data; loading one fails): {', '.join(parts)}"]
+
+
+def _erasure_lines(e: dict[str, Any]) -> list[str]:
+    """What the batch erased beyond the active store, and the scan of everything the project keeps."""
+    lines = ["", "## Erasure", ""]
+    scan = e.get("scan")
+    if scan is None:
+        lines += ["No deletion was applied in this batch, so nothing was erased: the data stays as it was.", ""]
+    else:
+        lines += [f"- Erasure scan: **{'PASS' if scan['passed'] else 'FAIL'}** — {scan['copies']} copies of the "
+                  f"{scan['samples']} forgotten samples found, {scan['expected']} expected ({scan['seconds']} s; "
+                  f"full result `{scan['detail']}`, sha256 `{scan['detail_sha256']}`). Searched by content hash, "
+                  f"and by raw bytes for {scan['byte_searchable']} of them.", "",
+                  "| location | path | files | copies | not searched |", "|---|---|---|---|---|"]
+        lines += [f"| {loc['name']} | `{loc['path']}` | {loc['files'] if loc['exists'] else 'missing'} | "
+                  f"{loc['copies']} | {loc['not_searched']} |" for loc in scan["locations"]]
+        lines += [""] + [f"- Copy found: `{f['path']}`: {f['samples']} samples ({f['how']})"
+                         for loc in scan["locations"] for f in loc["found"]]
+        lines += [f"- {n['path']}: {n['reason']}" for n in scan["outside_reach"]]  # the reason says outside reach
+        lines += [f"- Not scanned: {n['path']} — {n['reason']}" for n in scan["not_scanned"]]
+    collected = e.get("collected") or {}
+    if collected:
+        lines.append(f"- Superseded data versions: {len(collected.get('removed', []))} DVC objects holding forgotten "
+                     f"samples deleted from the cache and remotes ({collected.get('bytes_freed', 0) / 2**20:.1f} MiB)"
+                     + (f"; {len(collected['kept'])} kept: "
+                        + "; ".join(f"{k['path']} ({k['reason']})" for k in collected["kept"])
+                        if collected.get("kept") else ""))
+    expired = {m: v for m, v in (e.get("expired") or {}).items() if v}
+    if expired:
+        lines.append("- Retired weights deleted, their grace period over: " + ", ".join(
+            f"{m} v{x['version']}" for m, vs in expired.items() for x in vs))
+    if e.get("work_deleted"):
+        lines.append(f"- Batch work folders holding pre-deletion weights deleted: {len(e['work_deleted'])}")
+    return lines
 
 
 def write_certificate(cert: dict[str, Any], directory: str | Path) -> tuple[Path, Path, str]:

@@ -19,6 +19,7 @@ from torch import nn
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.models import LM_ARCH, load_model, save_model
+from unlearn_ops.models.sharded import load_classifier, save_classifier
 from unlearn_ops.progress import track
 from unlearn_ops.training import cached_predictions
 from unlearn_ops.verify import production as p
@@ -85,8 +86,9 @@ def _as_is(e: p.Evaluation) -> p.Evaluation:
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("classifier", "gates", load_model, save_model, p.sampled_retain, p.classifier_metrics, p.classifier_report,
-           samples_retain=True),
+    # a sharded classifier (spec arch `sharded`) is a classifier: its shard map and checkpoints travel with it
+    Family("classifier", "gates", load_classifier, save_classifier, p.sampled_retain, p.classifier_metrics,
+           p.classifier_report, samples_retain=True),
     Family("text", "text_gates", load_model, save_model, p.tokenized, p.classifier_metrics, p.classifier_report,
            samples_retain=True),
     Family("gan", "gan_gates", load_model, save_model, _as_is, p.gan_metrics, p.gan_report),

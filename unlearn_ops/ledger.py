@@ -4,11 +4,17 @@ Nothing is ever deleted. A request moves through
 
     received → validated | rejected → in_batch → forgotten → verified → registered | failed
 
+and a request whose kind needs a person's approval (params.yaml `approval`) waits first:
+
+    validated → awaiting_approval → approved → in_batch …   (or → rejected, with the approver's reason)
+
 and every move is an event row with its time and reason. Rejected documents are kept too (a
 malformed one under a generated `invalid-…` ID with its raw text), so nothing sent is ever lost.
 
 Batches are claimed inside one `BEGIN IMMEDIATE` transaction, so two concurrent runs never take
-the same request.
+the same request, and a request that needs approval is held in that same transaction, so none is
+ever claimed unapproved. A run that pauses for a decision records its flow run in `approval_waits`,
+so `unlearn request approve|deny` can resume it.
 """
 
 from __future__ import annotations
@@ -16,17 +22,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-STATES = ("received", "validated", "rejected", "in_batch", "forgotten", "verified", "registered", "failed")
+STATES = ("received", "validated", "rejected", "awaiting_approval", "approved", "in_batch", "forgotten", "verified",
+          "registered", "failed")
 TRANSITIONS: dict[str, set[str]] = {
     "received": {"validated", "rejected"},
-    "validated": {"in_batch", "rejected"},
+    "validated": {"in_batch", "rejected", "awaiting_approval"},
+    "awaiting_approval": {"approved", "rejected"},
+    "approved": {"in_batch"},
     "in_batch": {"forgotten", "failed", "rejected"},
     "forgotten": {"verified", "failed"},
     "verified": {"registered", "failed"},
@@ -59,6 +68,14 @@ CREATE TABLE IF NOT EXISTS events (
     reason     TEXT,
     batch_id   TEXT,
     detail     TEXT
+);
+-- a flow run paused for a person's decision on a request (the CLI resumes it)
+CREATE TABLE IF NOT EXISTS approval_waits (
+    ledger_id   INTEGER NOT NULL REFERENCES requests(ledger_id),
+    flow_run_id TEXT NOT NULL,
+    pause_key   TEXT NOT NULL,
+    since       TEXT NOT NULL,
+    until       TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id   TEXT PRIMARY KEY,
@@ -199,15 +216,45 @@ class Ledger:
             return [dict(r) for r in db.execute(sql + " ORDER BY event_id", args).fetchall()]
 
     # ---------------------------------------------------------------- batches
-    def claim(self, batch_id: str) -> list[Entry]:
-        """Atomically move every `validated` request into a new open batch; [] when none."""
+    def claim(self, batch_id: str, hold: Collection[str] = ()) -> list[Entry]:
+        """Atomically move every `validated` and `approved` request into a new open batch; [] when
+        none. Validated requests of a kind in `hold` move to `awaiting_approval` instead."""
         with self._connect(immediate=True) as db:
-            rows = db.execute("SELECT ledger_id FROM requests WHERE state='validated' ORDER BY ledger_id").fetchall()
+            self._hold(db, hold)
+            rows = db.execute("SELECT ledger_id FROM requests WHERE state IN ('validated', 'approved') "
+                              "ORDER BY ledger_id").fetchall()
             if not rows:
                 return []
             db.execute("INSERT INTO batches(batch_id, state, created_at, updated_at) VALUES (?,?,?,?)",
                        (batch_id, "open", now(), now()))
             return [self._transition(db, r["ledger_id"], "in_batch", None, batch_id, None) for r in rows]
+
+    def hold(self, kinds: Collection[str]) -> list[Entry]:
+        """Move validated requests of these kinds to `awaiting_approval`; returns them."""
+        with self._connect(immediate=True) as db:
+            return self._hold(db, kinds)
+
+    def _hold(self, db, kinds: Collection[str]) -> list[Entry]:
+        if not kinds:
+            return []
+        marks = ",".join("?" * len(kinds))
+        rows = db.execute(f"SELECT ledger_id FROM requests WHERE state='validated' AND kind IN ({marks}) "
+                          "ORDER BY ledger_id", tuple(kinds)).fetchall()
+        return [self._transition(db, r["ledger_id"], "awaiting_approval", "waits for a person's approval", None, None)
+                for r in rows]
+
+    # ---------------------------------------------------------------- approval waits
+    def record_wait(self, ledger_id: int, flow_run_id: str, pause_key: str, until: str) -> None:
+        """A flow run pauses for a decision on this request (until `until`, ISO time)."""
+        with self._connect(immediate=True) as db:
+            db.execute("INSERT INTO approval_waits(ledger_id, flow_run_id, pause_key, since, until) VALUES (?,?,?,?,?)",
+                       (ledger_id, flow_run_id, pause_key, now(), until))
+
+    def waits(self, ledger_id: int) -> list[dict[str, Any]]:
+        """The flow runs that paused for this request, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM approval_waits WHERE ledger_id=? ORDER BY rowid DESC", (ledger_id,))
+            return [dict(r) for r in rows.fetchall()]
 
     def open_batches(self) -> list[str]:
         with self._connect() as db:

@@ -17,6 +17,9 @@ from unlearn_ops.data.store import build_store
 from unlearn_ops.models import save_model
 
 MODEL = "digits-classifier"
+# These tests check unlearning: class and concept requests go ahead without a person's approval
+# (tests/flows/test_approval.py checks the default, where they wait for one).
+NO_APPROVAL = {"class": "automatic", "concept": "automatic"}
 
 PARAMS = {
     "models": {MODEL: {"store_dir": "data/store/digits"}},
@@ -28,6 +31,7 @@ PARAMS = {
               "samples": {"mia_loss_auc": {"max": 0.75}, "test_accuracy_drop": {"max": 0.05}},
               "subject": {"mia_loss_auc": {"max": 0.75}, "test_accuracy_drop": {"max": 0.05}}},
     "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *"},
+    "approval": NO_APPROVAL,
 }
 
 
@@ -59,6 +63,14 @@ def make_workspace(root: Path, tiny_model, params: dict | None = None, max_subje
     return root
 
 
+def version_store(root: Path, store: str = "data/store/digits") -> Path:
+    """Version and push the store as the build's import stage leaves it: the pre-deletion store
+    is then in the DVC cache and remote (what the batch must collect)."""
+    for args in (["add", "-q", store], ["push", "-q"]):
+        run([sys.executable, "-m", "dvc", *args], root)
+    return root
+
+
 @pytest.fixture()
 def workspace(tmp_path, tiny_model, mlflow_tmp, prefect_harness) -> Path:
     return make_workspace(tmp_path / "ws", tiny_model)
@@ -79,6 +91,7 @@ GAN_PARAMS = {
                   "samples": {"d_mia_auc": {"max": 1.0}, "fid_change": {"max": 100.0}},
                   "subject": {"d_mia_auc": {"max": 1.0}, "fid_change": {"max": 100.0}}},
     "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "gan_samples": 200},
+    "approval": NO_APPROVAL,
 }
 
 
@@ -157,6 +170,7 @@ def text_params(gates: dict | None = None) -> dict:
         "text_gates": gates or {"class": {"forget_accuracy": {"max": 1.0}}, "concept": loose_items,
                                 "subject": loose_items},
         "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "verify_retain": 150},
+        "approval": NO_APPROVAL,
     }
 
 

@@ -104,7 +104,7 @@ def test_failing_method_falls_back_to_retrain(tmp_path, tiny_model, mlflow_tmp, 
 
 def test_failed_batch_leaves_champion_and_data_untouched(tmp_path, tiny_model, mlflow_tmp, prefect_harness):
     params = yaml.safe_load(yaml.safe_dump(PARAMS))
-    params["gates"]["class"]["retained_test_accuracy_drop"] = {"max": -1.0}  # impossible: every method fails
+    params["gates"]["class"]["forget_accuracy"] = {"max": -1.0}  # an impossible privacy gate: every method fails
     root = make_workspace(tmp_path / "ws", tiny_model, params)
     ws = Workspace.at(root)
     manifest = ws.store_for(MODEL).manifest_path().read_text()
@@ -117,9 +117,46 @@ def test_failed_batch_leaves_champion_and_data_untouched(tmp_path, tiny_model, m
     assert ws.store_for(MODEL).manifest_path().read_text() == manifest
     assert not SampleStore(ws.store_for(MODEL).root).index.purged.any()
     entry = Ledger(ws.ledger_path).find("r-class")[0]
-    assert entry.state == "failed" and "retained_test_accuracy_drop" in entry.reason
+    assert entry.state == "failed" and "forget_accuracy" in entry.reason
     record = json.loads((ws.forget_sets / f"{result['batch_id']}.json").read_text())
     assert record["applied"][MODEL] is False
+
+
+def test_exact_method_failing_a_utility_gate_is_promoted_with_the_regression_flagged(tmp_path, tiny_model,
+                                                                                    mlflow_tmp, prefect_harness):
+    """Issue 19 item 6: a utility gate no model can pass.
+    The approximate `finetune` fails it and the chain falls back; the exact `retrain` passes on its
+    privacy gates, so the subject is erased and the regression is flagged in the ledger, the
+    registry and the certificate."""
+    params = yaml.safe_load(yaml.safe_dump(PARAMS))
+    params["gates"]["subject"]["test_accuracy_drop"] = {"max": -0.5}  # test accuracy must rise 50 points
+    root = make_workspace(tmp_path / "ws", tiny_model, params)
+    ws = Workspace.at(root)
+    before = champion()
+    result = db.deletion_batch(requests=[SUBJECT], root=str(root))
+    assert not errors(result), errors(result)
+
+    assert result["state"] == "done", result
+    finetune, retrain = result["models"][0]["attempts"]
+    assert (finetune["method"], finetune["status"]) == ("finetune", "failed")
+    assert "test_accuracy_drop" in finetune["gates"]["subject"]["failed"] and not finetune["regressions"]
+    assert (retrain["method"], retrain["status"]) == ("retrain", "passed")
+    assert retrain["gates"]["subject"]["failed"] == ["test_accuracy_drop"]
+    [flag] = retrain["regressions"]
+    assert flag.startswith("test_accuracy_drop ") and flag.endswith(" > -0.5")
+
+    note = f"promoted with utility regression: {flag}"
+    entry = Ledger(ws.ledger_path).find("r-subject")[0]
+    assert (entry.state, entry.reason) == ("registered", note)
+    assert champion() != before
+    from mlflow import MlflowClient
+
+    assert MlflowClient().get_model_version(MODEL, champion()).tags["utility_regression"] == flag
+    assert not set(ws.store_for(MODEL).subject_ids("subj-00007")) & set(ws.store_for(MODEL).active_ids())
+    cert = json.loads((ws.certificates / f"{result['batch_id']}.json").read_text())
+    assert cert["outcome"] == "REGISTERED" and cert["models"][0]["regressions"] == [flag]
+    md = (ws.certificates / f"{result['batch_id']}.md").read_text()
+    assert f"Promoted with utility regression: {flag}" in md and "| FAIL (utility) |" in md
 
 
 def test_crash_between_steps_is_resumed(tmp_path, tiny_model, mlflow_tmp, prefect_harness, monkeypatch):

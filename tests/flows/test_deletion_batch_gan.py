@@ -88,7 +88,7 @@ def test_too_small_subject_falls_back_to_exact_gan_retraining(tmp_path, mlflow_t
 
 
 def test_failed_gan_class_deletion_leaves_champion_and_data_untouched(tmp_path, mlflow_tmp, prefect_harness):
-    impossible = {"forget_class_share": {"max": 1.0}, "fid_change": {"max": -1.0}}
+    impossible = {"forget_class_share": {"max": -1.0}, "fid_change": {"max": 100.0}}  # a privacy gate no GAN passes
     root = make_gan_workspace(tmp_path / "ws", params_with(**{"class": impossible}))
     ws = Workspace.at(root)
     manifest = ws.store_for(GAN_MODEL).manifest_path().read_text()
@@ -104,7 +104,7 @@ def test_failed_gan_class_deletion_leaves_champion_and_data_untouched(tmp_path, 
     assert champion() == before
     assert ws.store_for(GAN_MODEL).manifest_path().read_text() == manifest
     entry = Ledger(ws.ledger_path).find("r-gan-class")[0]
-    assert entry.state == "failed" and "fid_change" in entry.reason
+    assert entry.state == "failed" and "forget_class_share" in entry.reason
 
 
 def test_gan_model_needs_its_gate_section(tmp_path):

@@ -73,6 +73,29 @@ def test_failing_gates_fall_back_to_lm_retrain(tiny_lm, tmp_path, mlflow_tmp, pr
     assert entry.state == "failed" and "forget_fact_recall_excess" in entry.reason
 
 
+def test_lm_retrain_failing_utility_gates_still_erases_the_person(tiny_lm, tmp_path, mlflow_tmp, prefect_harness):
+    """Issue 19 item 6, as `make demo-llm` showed it: lm_retrain failed `retain_rougeL_drop` and the
+    person's request ended `failed`. Utility gates inform an exact method: impossible ones fail
+    lm_token_poisoning, and lm_retrain is promoted with the regression flagged."""
+    gates = {"forget_fact_recall_excess": {"max": 1.0}, "retain_rougeL_drop": {"max": -2.0},
+             "perplexity_change": {"max": -2.0}}
+    root = make_lm_workspace(tmp_path / "ws", tiny_lm, lm_params(tiny_lm.base_dir, gates))
+    ws = Workspace.at(root)
+    before = str(version_by_alias(LM_MODEL, CHAMPION).version)
+
+    result = db.deletion_batch(requests=[request(tiny_lm)], root=str(root))
+    assert not errors(result), errors(result)
+
+    assert result["state"] == "done", result
+    poisoning, retrain = result["models"][0]["attempts"]
+    assert (poisoning["status"], retrain["status"]) == ("failed", "passed")
+    assert sorted(r.split()[0] for r in retrain["regressions"]) == ["perplexity_change", "retain_rougeL_drop"]
+    assert str(version_by_alias(LM_MODEL, CHAMPION).version) != before
+    entry = Ledger(ws.ledger_path).find("r-person")[0]
+    assert entry.state == "registered" and entry.reason == "promoted with utility regression: " + ", ".join(
+        retrain["regressions"])
+
+
 def test_lm_metrics_refuse_a_class_deletion(tiny_lm):
     """Intake rejects class requests for an LM (its policy has no `class` chain); the metrics refuse too."""
     from unlearn_ops.verify.production import Evaluation, lm_metrics

@@ -187,13 +187,13 @@ def make_memorizer_workspace(root, params: dict):
 def test_on_a_memorizing_champion_the_gates_have_power_and_a_real_method_is_allowed(tmp_path, mlflow_tmp,
                                                                                     prefect_harness):
     """The champion remembers its training images (its own forget_accuracy_z ≈ 8 on 200 of them,
-    far above 3 + 2): the gates have power, the no-op runs and fails them, and random_label with
-    params.yaml's settings is run and judged."""
+    far above 3 + 2): the gates have power, the no-op runs and fails them, and params.yaml's first
+    item method (random_label with its chain entry's settings) is run and judged."""
+    first = PRODUCTION["policy"]["fmnist-classifier"]["samples"][0]
     params = {
         "models": {FMNIST_MODEL: {"store_dir": "data/store/fmnist"}},
-        "policy": {FMNIST_MODEL: {"samples": ["noop", "random_label", "retrain"]}},
-        "unlearn": {"random_label": PRODUCTION["unlearn"]["random_label"],
-                    "retrain": {"epochs": 30, "lr": 2e-3, "batch_size": 32}},
+        "policy": {FMNIST_MODEL: {"samples": ["noop", first, "retrain"]}},
+        "unlearn": {"retrain": {"epochs": 30, "lr": 2e-3, "batch_size": 32}},
         "gates": {"samples": PRODUCTION["gates"]["samples"]},
         "batch": {"device": "cpu", "seed": 0, "schedule_cron": "0 * * * *", "verify_retain": 500},
     }
@@ -213,8 +213,10 @@ def test_on_a_memorizing_champion_the_gates_have_power_and_a_real_method_is_allo
     # the no-op is the champion: the power check measured exactly what the gates then saw
     assert noop["metrics"]["items"]["forget_accuracy_z"] == power["metrics"]["items"]["forget_accuracy_z"]
     assert rl["method"] == "random_label" and rl["status"] in ("passed", "failed") and rl["seconds"] > 0
+    assert {k: rl["settings"][k] for k in first["with"]} == first["with"]  # the entry's own settings ran
     assert champion_method(FMNIST_MODEL) != "noop"
-    assert "Power check: these gates reject the champion itself" in certificate_md(root, result)
+    md = certificate_md(root, result)
+    assert "Power check: these gates reject the champion itself" in md and "`relabel: match`" in md
 
 
 # ------------------------------------------------------------------------------------- GANs

@@ -16,6 +16,8 @@ from tasks.batch import (
     Progress,
     advance,
     final_attempt,
+    journaled,
+    merged,
 )
 from unlearn_ops.ledger import Ledger
 from unlearn_ops.verify.production import Verification
@@ -85,3 +87,20 @@ def test_requests_move_forward_once(batch):
     advance(ledger, ids, "forgotten", None, batch_id)  # a resumed run repeats an earlier move: nothing happens
     assert len(ledger.events()) == events
     assert {ledger.get(i).state for i in ids} == {"verified"}
+
+
+def test_a_deleting_step_rerun_after_a_kill_still_reports_what_was_deleted(tmp_path):
+    from tasks.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    first = {"removed": [{"md5": "a1"}, {"md5": "b2"}], "kept": [], "bytes_freed": 300}
+    assert journaled(ws, "b1", "collection", lambda: first) == first   # killed before the step was recorded
+    nothing_left = {"removed": [], "kept": [], "bytes_freed": 0}
+    assert journaled(ws, "b1", "collection", lambda: nothing_left) == first   # the rerun finds nothing to delete
+    assert journaled(ws, "b2", "collection", lambda: nothing_left) == nothing_left  # another batch: its own
+
+
+def test_merged_joins_lists_without_repeats_and_adds_counts():
+    assert merged({"a": [1, 2], "n": 2, "d": {"x": [1]}}, {"a": [2, 3], "n": 1, "d": {"x": [1], "y": 0}}) == \
+        {"a": [1, 2, 3], "n": 3, "d": {"x": [1], "y": 0}}
+    assert merged(["p"], []) == ["p"] and merged(True, False) is False

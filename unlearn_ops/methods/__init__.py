@@ -33,10 +33,13 @@ from unlearn_ops.methods import (
     retrain,
     salun,
     scrub,
+    sharded_retrain,
     ssd,
     text_retrain,
 )
+from unlearn_ops.methods._members import per_member
 from unlearn_ops.methods.base import UnlearnResult, make_config
+from unlearn_ops.models.sharded import ShardedEnsemble
 
 METHODS: dict[str, ModuleType] = {
     "retrain": retrain,
@@ -53,6 +56,7 @@ METHODS: dict[str, ModuleType] = {
     "cascaded_gan": cascaded_gan,
     "gan_retrain": gan_retrain,
     "text_retrain": text_retrain,   # exact for text classifiers (frozen encoder + head)
+    "sharded_retrain": sharded_retrain,  # exact for sharded classifiers (SISA): only the members that held the data
     # language models (CausalLM only; issue 8)
     "lm_token_poisoning": lm_token_poisoning,
     "grad_ascent": grad_ascent,
@@ -63,6 +67,8 @@ METHODS: dict[str, ModuleType] = {
 
 # Methods that never make it into a production policy (test canaries).
 TEST_ONLY = frozenset({"noop"})
+# Methods that work on a whole sharded model; every other method is mapped over its members.
+ENSEMBLE_METHODS = frozenset({"sharded_retrain"})
 
 
 def is_exact(name: str) -> bool:
@@ -87,14 +93,19 @@ def method_params(name: str, overrides: Mapping[str, Any] | None, build: Mapping
 
 def run_method(name: str, model: nn.Module, splits: Splits, params: dict[str, Any] | None = None,
                device: str = "auto") -> UnlearnResult:
-    """Build the method's Config from `params` (unknown keys rejected), run it, time it."""
+    """Build the method's Config from `params` (unknown keys rejected), run it, time it. On a
+    sharded model a method is mapped over its members (`methods/_members.py`), except
+    `ENSEMBLE_METHODS`."""
     module = get_method(name)
     cfg = make_config(module.Config, params)
     start = time.perf_counter()
-    result = module.unlearn(model, splits, cfg, device=device)
+    if isinstance(model, ShardedEnsemble) and name not in ENSEMBLE_METHODS:
+        result = per_member(name, module, cfg, model, splits, device)
+    else:
+        result = module.unlearn(model, splits, cfg, device=device)
     result.seconds = time.perf_counter() - start
     result.method = name
     return result
 
 
-__all__ = ["METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "is_exact", "method_params", "run_method"]
+__all__ = ["ENSEMBLE_METHODS", "METHODS", "TEST_ONLY", "UnlearnResult", "get_method", "is_exact", "method_params", "run_method"]

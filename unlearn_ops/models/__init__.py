@@ -17,10 +17,11 @@ from torch import nn
 
 from unlearn_ops.models.classifiers import ResNet18, SmallCNN
 from unlearn_ops.models.gan import GAN
+from unlearn_ops.models.sharded import ShardedEnsemble
 from unlearn_ops.models.text import text_classifier
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18, "dcgan": GAN,
-                                           "text": text_classifier}
+                                           "text": text_classifier, "sharded": ShardedEnsemble}
 WEIGHTS, SPEC = "model.safetensors", "spec.json"
 LM_ARCH = "causal_lm"  # the spec `load_any` reports for a save_pretrained language-model folder
 
@@ -56,12 +57,14 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
 
 def load_any(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load any folder this pipeline saves: a `save_lm` folder (a causal LM) or spec.json +
-    safetensors (how each model family saves is unlearn_ops/families.py)."""
+    safetensors, a sharded classifier's shard map and checkpoints included (how each model
+    family saves is unlearn_ops/families.py)."""
     from unlearn_ops.models.lm import is_lm_dir, load_lm
+    from unlearn_ops.models.sharded import load_classifier
 
     if is_lm_dir(directory):
         return load_lm(directory, device), {"arch": LM_ARCH}
-    return load_model(directory, device)
+    return load_classifier(directory, device)
 
 
 def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -69,5 +72,5 @@ def state_fingerprint(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-__all__ = ["ARCHS", "LM_ARCH", "SmallCNN", "ResNet18", "GAN", "build_model", "load_any", "load_model", "save_model",
+__all__ = ["ARCHS", "LM_ARCH", "SmallCNN", "ResNet18", "GAN", "ShardedEnsemble", "build_model", "load_any", "load_model", "save_model",
            "state_fingerprint"]

@@ -10,6 +10,12 @@ Config shape (one block per request kind):
 Every gate names a metric and a `min` and/or `max`. A metric that is missing or NaN fails its
 gate (never silently passes). The verdict names every failed gate.
 
+Gates are of two kinds, told apart by their metric (`UTILITY_GATES`, the one place): *privacy*
+gates ask whether the model forgot, *utility* gates how much worse it got at what it keeps
+doing. An approximate method must pass both. An exact method (retraining without the data) has
+forgotten by construction: it passes on its privacy gates, and a failed utility gate is a
+regression it is promoted with and reported, never a reason to keep the data in the served model.
+
 A gate may also carry a `power_margin`: before an approximate method is certified, that gate must
 reject the model before unlearning (the champion) by at least the margin on the same forget set,
 or the gates have no power there (`power`; docs/verification.md, "Power check"). Gates on metrics
@@ -31,14 +37,16 @@ class GateResult:
     min: float | None
     max: float | None
     passed: bool
+    utility: bool = False    # a utility gate (UTILITY_GATES), not a privacy gate
 
     def shortfall(self) -> str:
-        """The failure in a few words, e.g. "forget_set_size 18 < 100"."""
+        """The failure in a few words, e.g. "forget_set_size 18 < 100", "retain_rougeL_drop 0.0932 > 0.02"."""
         if self.value is None:
             return f"{self.metric} missing"
+        shown = f"{self.value:g}" if float(self.value).is_integer() else f"{self.value:.3g}"
         if self.min is not None and self.value < self.min:
-            return f"{self.metric} {self.value:g} < {self.min:g}"
-        return f"{self.metric} {self.value:g} > {self.max:g}"
+            return f"{self.metric} {shown} < {self.min:g}"
+        return f"{self.metric} {shown} > {self.max:g}"
 
     def describe(self) -> str:
         bound = " and ".join(b for b in (f">= {self.min}" if self.min is not None else "",
@@ -56,13 +64,19 @@ class Verdict:
     def failed(self) -> list[str]:
         return [g.metric for g in self.gates if not g.passed]
 
+    @property
+    def regressions(self) -> list[str]:
+        """The utility gates a passing (exact) method failed: what it is promoted with, flagged."""
+        return [g.shortfall() for g in self.gates if not g.passed and g.utility] if self.passed else []
+
     def summary(self) -> str:
         if not self.gates:
             return "no gates configured"
         return "PASS" if self.passed else "FAIL: " + "; ".join(g.describe() for g in self.gates if not g.passed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "failed": self.failed, "gates": [asdict(g) for g in self.gates]}
+        return {"passed": self.passed, "failed": self.failed, "regressions": self.regressions,
+                "gates": [asdict(g) for g in self.gates]}
 
 
 # Gates on whether the population tests *can* judge (statistical power), not on whether the model
@@ -73,21 +87,31 @@ POWER_GATES = frozenset({"forget_set_size"})
 BATCH_METRICS = frozenset({"forget_set_size"})
 BOUNDS = frozenset({"min", "max", "power_margin"})
 
+# Utility gates: the candidate against the previous champion on what the model keeps doing, per
+# family — classifiers and text (`retained_test_accuracy_drop` for a class deletion,
+# `test_accuracy_drop` for items), GANs (`fid_change`), language models (`retain_rougeL_drop`,
+# `perplexity_change`). Every other gate is a privacy gate (did it forget?) or a power gate.
+UTILITY_GATES = frozenset({"retained_test_accuracy_drop", "test_accuracy_drop", "fid_change",
+                           "retain_rougeL_drop", "perplexity_change"})
+
 
 def for_method(cfg: Mapping[str, Mapping[str, float]], exact: bool) -> dict[str, Mapping[str, float]]:
     """The gates `cfg` as they apply to a method: power gates dropped for exact methods."""
     return {k: v for k, v in cfg.items() if not (exact and k in POWER_GATES)}
 
 
-def check(metrics: Mapping[str, float], cfg: Mapping[str, Mapping[str, float]]) -> Verdict:
+def check(metrics: Mapping[str, float], cfg: Mapping[str, Mapping[str, float]], exact: bool = False) -> Verdict:
+    """Every gate of `cfg` on `metrics`. Passed: all gates, or for an `exact` method all but the
+    utility gates (those it fails are its `regressions`)."""
     results = []
     for metric, bounds in cfg.items():
         _check_bounds(metric, bounds)
         value = _value(metrics, metric)
         lo, hi = bounds.get("min"), bounds.get("max")
         ok = value is not None and (lo is None or value >= lo) and (hi is None or value <= hi)
-        results.append(GateResult(metric, value, lo, hi, ok))
-    return Verdict(all(r.passed for r in results), tuple(results))
+        results.append(GateResult(metric, value, lo, hi, ok, utility=metric in UTILITY_GATES))
+    decisive = [r for r in results if not (exact and r.utility)]
+    return Verdict(all(r.passed for r in decisive), tuple(results))
 
 
 def _value(metrics: Mapping[str, float], metric: str) -> float | None:

@@ -86,12 +86,14 @@ def kind_splits(splits: Splits, classes: list[int], item_ids: set[str]) -> dict[
 
 def judge(metrics: Metrics, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str],
           exact: bool) -> dict[str, dict[str, Any]]:
-    """The verdict of each request kind's gates (as they apply to an exact or approximate method)."""
+    """The verdict of each request kind's gates (as they apply to an exact or approximate method:
+    an exact one skips the power gates and passes on its privacy gates, `gates.check`)."""
     verdicts = {}
     for kind in sorted(set(kinds)):
         if kind not in gates:
             raise KeyError(f"no gates configured for request kind {kind!r} (the family's gate section in params.yaml)")
-        verdicts[kind] = check(metrics.get(metric_group(kind), {}), for_method(gates[kind], exact=exact)).to_dict()
+        verdicts[kind] = check(metrics.get(metric_group(kind), {}), for_method(gates[kind], exact=exact),
+                               exact=exact).to_dict()
     return verdicts
 
 

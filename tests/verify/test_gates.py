@@ -1,0 +1,44 @@
+"""Gates: privacy gates decide for an exact method, utility gates inform; approximate methods need all."""
+
+from __future__ import annotations
+
+import yaml
+
+from tasks.env import project_root
+from unlearn_ops.verify.gates import POWER_GATES, UTILITY_GATES, check
+
+GATES = {"forget_accuracy": {"max": 0.02}, "retained_test_accuracy_drop": {"max": 0.02}}
+
+
+def test_an_exact_method_passes_a_failed_utility_gate_as_a_regression():
+    metrics = {"forget_accuracy": 0.0, "retained_test_accuracy_drop": 0.093}
+    exact = check(metrics, GATES, exact=True)
+    assert exact.passed and exact.failed == ["retained_test_accuracy_drop"]
+    assert exact.regressions == ["retained_test_accuracy_drop 0.093 > 0.02"]
+    assert exact.to_dict()["regressions"] == exact.regressions
+    approximate = check(metrics, GATES)                   # the same numbers fail an approximate method
+    assert not approximate.passed and approximate.regressions == []
+
+
+def test_an_exact_method_still_fails_a_privacy_gate():
+    failed = check({"forget_accuracy": 0.5, "retained_test_accuracy_drop": 0.5}, GATES, exact=True)
+    assert not failed.passed and failed.failed == ["forget_accuracy", "retained_test_accuracy_drop"]
+    assert failed.regressions == []                      # nothing was promoted
+    missing = check({"retained_test_accuracy_drop": 0.0}, GATES, exact=True)
+    assert not missing.passed                            # a missing privacy metric never passes
+
+
+def test_a_missing_utility_metric_is_flagged_not_silently_passed():
+    verdict = check({"forget_accuracy": 0.0}, GATES, exact=True)
+    assert verdict.passed and verdict.regressions == ["retained_test_accuracy_drop missing"]
+
+
+def test_every_utility_metric_of_params_yaml_is_classified():
+    """Each family's gate section: the metrics against the previous champion (`*_drop`,
+    `*_change`) are utility gates, every other gate a privacy or power gate."""
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    metrics = {m for section in ("gates", "text_gates", "gan_gates", "lm_gates")
+               for gates in params[section].values() for m in gates}
+    utility = {m for m in metrics if m.endswith(("_drop", "_change"))}
+    assert utility == UTILITY_GATES
+    assert not POWER_GATES & UTILITY_GATES
