@@ -137,7 +137,9 @@ def instrumented(timers: Timers) -> Iterator[Timers]:
         @functools.wraps(call)
         def outer(self, *args, **kwargs):
             if not getattr(self.fn, "__overhead_timed__", False):
-                self.fn = timers.wrap(inner, self.fn)
+                original = self.fn
+                self.fn = timers.wrap(inner, original)
+                undo.append(lambda obj=self, fn=original: setattr(obj, "fn", fn))
             return timed_call(self, *args, **kwargs)
 
         timed_call = timers.wrap("prefect", call)
@@ -293,7 +295,7 @@ def temporary_server_cost(api_url: str, home: Path) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------- the run
-def run(quick: bool, work: Path) -> dict[str, Any]:
+def run(quick: bool, work: Path, probe: bool = True) -> dict[str, Any]:
     from flows.server import prefect_server
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
@@ -301,7 +303,7 @@ def run(quick: bool, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     with prefect_server(log_file=work / "prefect-server.log", echo=lambda line: print(line, flush=True)) as url:
         server_start = time.perf_counter() - started
-        temporary = temporary_server_cost(url, work / "probe")
+        temporary = temporary_server_cost(url, work / "probe") if probe else None
         root, model, info = workspace(work / "ws", quick)
         from flows.deletion_batch import deletion_batch
 
@@ -336,6 +338,20 @@ def markdown(r: dict[str, Any]) -> str:
     rows.append(["**batch wall time**"] + [f"**{b['wall_s']:.1f} s**" for b in r["batches"].values()])
     header = ["part", *(f"{k} deletion" for k in r["batches"])]
     t = r["temporary_server"]
+    if t is None:
+        server_lines = [f"- One server for the whole run: healthy in {r['server_start_s']:.1f} s. The temporary-server "
+                        "mode was not measured in this run (`--no-probe`)."]
+    else:
+        server_lines = [
+            f"- One server for a whole command (`make demo`, `make build`: `python -m flows.server -- …`): started "
+            f"and healthy in {r['server_start_s']:.1f} s, once.",
+            f"- A fresh process that runs one trivial flow: {t['process_with_warm_server_s']:.1f} s with the warm "
+            f"server, {t['process_temporary_server_existing_db_s']:.1f} s with its own temporary server (existing "
+            f"database), {t['process_temporary_server_fresh_db_s']:.1f} s on a fresh database (migrations). The "
+            f"temporary-server mode costs each such process ≈ "
+            f"{t['process_temporary_server_existing_db_s'] - t['process_with_warm_server_s']:.1f} s "
+            f"({t['process_temporary_server_fresh_db_s'] - t['process_with_warm_server_s']:.1f} s the first time); "
+            "`make demo` ran five such processes (four build stages and the demo) before it shared one server."]
     mlflow_rows = [[k, *(f"{b['mlflow'].get(p, 0.0):.2f} s" for b in r["batches"].values())]
                    for k, p in (("log (runs, models)", "log"), ("register (versions, aliases)", "register"),
                                 ("load (champion download)", "load"))]
@@ -348,16 +364,7 @@ def markdown(r: dict[str, Any]) -> str:
         "Methods: " + "; ".join(f"{k}: {', '.join(b['methods']) or '-'} → {b['outcome']}"
                                 for k, b in r["batches"].items()) + ".", "",
         "MLflow by kind of call:", "", md_table(["MLflow", *header[1:]], mlflow_rows), "",
-        "## Prefect server", "",
-        f"- One server for a whole command (`make demo`, `make build`: `python -m flows.server -- …`): started and "
-        f"healthy in {r['server_start_s']:.1f} s, once.",
-        f"- A fresh process that runs one trivial flow: {t['process_with_warm_server_s']:.1f} s with the warm server, "
-        f"{t['process_temporary_server_existing_db_s']:.1f} s with its own temporary server (existing database), "
-        f"{t['process_temporary_server_fresh_db_s']:.1f} s on a fresh database (migrations). The temporary-server "
-        f"mode costs each such process ≈ "
-        f"{t['process_temporary_server_existing_db_s'] - t['process_with_warm_server_s']:.1f} s "
-        f"({t['process_temporary_server_fresh_db_s'] - t['process_with_warm_server_s']:.1f} s the first time); "
-        "`make demo` ran five such processes (four build stages and the demo) before it shared one server.", "",
+        "## Prefect server", "", *server_lines, "",
         "## Verdicts", "",
         *(f"- {k}: **{'met' if v else 'not met'}**" for k, v in r["verdicts"].items()), "",
         f"{load_note(r.get('load'))}.",
@@ -370,10 +377,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="digits store and a tiny CNN (seconds)")
     p.add_argument("--out-dir", default=None, help="where overhead.json/.md go (default docs/benchmarks)")
     p.add_argument("--keep", action="store_true", help="keep the throwaway workspace (printed)")
+    p.add_argument("--no-probe", action="store_true", help="skip the temporary-server processes (three server starts)")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     try:
-        result = run(a.quick, work)
+        result = run(a.quick, work, probe=not a.no_probe)
     finally:
         if a.keep:
             print(f"workspace kept: {work}")

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -91,7 +92,20 @@ def prefect_server(log_file: str | Path | None = None, echo=print) -> Iterator[s
             yield url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        _stop(proc)
+        with _uninterrupted():  # a second Ctrl-C must not leave the server running
+            _stop(proc)
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,16 +120,30 @@ def main(argv: list[str] | None = None) -> int:
     import tasks.env
 
     tasks.env.configure()
+
+    def terminated(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through prefect_server(), which stops the server
+
+    signal.signal(signal.SIGTERM, terminated)
     with prefect_server(echo=lambda line: print(line, file=sys.stderr, flush=True)):
         child = subprocess.Popen(args)
         try:
-            return child.wait()
+            code = child.wait()
         except KeyboardInterrupt:  # Ctrl-C went to the whole foreground group: let the command end first
-            try:
-                return child.wait(timeout=30)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                child.kill()
-                return 130
+            code = _end(child, 130)
+        except SystemExit as e:    # SIGTERM to us alone: pass it on
+            child.terminate()
+            code = _end(child, int(e.code or 143))
+    return code if code >= 0 else 128 - code  # a command killed by signal N: 128 + N, as a shell says
+
+
+def _end(child: subprocess.Popen, code: int) -> int:
+    try:
+        child.wait(timeout=30)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        child.kill()
+        child.wait()
+    return code
 
 
 if __name__ == "__main__":

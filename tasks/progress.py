@@ -5,7 +5,7 @@ makes `PipelineReporter` the process's reporter. What it shows, by `UNLEARN_PROG
 
 - `auto` (default): bars (rich) when stderr is a terminal, else a plain line per loop at most every
   `LINE_EVERY_S`; nothing but the log lines when `CI` is set. Inside a Prefect task or flow run,
-  a progress artifact per loop longer than `ARTIFACT_AFTER_S` (the run's Artifacts tab).
+  a progress artifact per outermost loop longer than `ARTIFACT_AFTER_S` (the run's Artifacts tab).
 - `bar`, `lines`: that display, whatever the terminal; `off`: neither display nor artifacts.
 
 Every loop's `note` lines (one per epoch or phase) go to the Prefect run logger inside a run (the
@@ -31,7 +31,7 @@ log = logging.getLogger("unlearn_ops")
 MODES = ("auto", "bar", "lines", "off")
 LINE_EVERY_S = 10.0      # plain-line mode: one line per loop at most this often
 ARTIFACT_AFTER_S = 2.0   # loops shorter than this leave no artifact (tests, tiny models)
-ARTIFACT_EVERY_S = 2.0   # an artifact update is an API call: at most this often per loop
+ARTIFACT_EVERY_S = 5.0   # an artifact update is an API call: at most this often per loop
 BAR_AFTER_S = 0.5        # no bar flashes for loops shorter than this
 
 
@@ -112,12 +112,17 @@ class PipelineReporter:
         self.mode = resolve_mode(mode, self.stream)
         self.artifacts = (self.mode != "off") if artifacts is None else artifacts
         self._lock = threading.RLock()
+        self._local = threading.local()   # per thread: how many loops are open (nesting)
         self._live: Any = None            # rich Progress while any bar is shown
         self._console_swaps: list[tuple[Any, Any]] = []
 
     # ----------------------------------------------------------------- the Reporter protocol
     def start(self, what: str, total: int | None, unit: str) -> Loop:
-        return Loop(label=what, total=total, unit=unit, in_run=self.artifacts and run_context())
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        # one artifact per outermost loop (a retrain's epochs, a verification's phases), not one
+        # per prediction pass inside it
+        return Loop(label=what, total=total, unit=unit, in_run=depth == 0 and self.artifacts and run_context())
 
     def update(self, loop: Loop, completed: int, info: dict[str, Any]) -> None:
         loop.completed, loop.info = completed, info
@@ -148,6 +153,7 @@ class PipelineReporter:
 
     def done(self, loop: Loop, completed: int) -> None:
         loop.completed = completed
+        self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
         if loop.artifact is not None:
             self._artifact(loop, final=True)
         with self._lock:

@@ -82,8 +82,8 @@ def verify_task(champion_dir: str, candidate_dir: str, store_dir: str, forget_id
     fam = family(family_name)
     store = SampleStore(store_dir)
     e = Evaluation(champion=fam.load(champion_dir)[0], candidate=fam.load(candidate_dir)[0],
-                   splits=store.splits(forget_ids), store=store, classes=classes, item_ids=set(item_ids),
-                   settings=settings)
+                   splits=fam.splits(store, forget_ids, settings), store=store, classes=classes,
+                   item_ids=set(item_ids), settings=settings)
     with section(f"verify {method}"):
         return fam.verify(e, gates, kinds, exact=is_exact(method), report_dir=f"{candidate_dir}/report")
 
@@ -99,8 +99,9 @@ def power_task(champion_dir: str, store_dir: str, forget_ids: list[str], classes
     store = SampleStore(store_dir)
     champion = fam.load(champion_dir)[0]
     with section("power check"):
-        metrics = fam.measure(Evaluation(champion=champion, candidate=champion, splits=store.splits(forget_ids),
-                                         store=store, classes=classes, item_ids=set(item_ids), settings=settings))
+        metrics = fam.measure(Evaluation(champion=champion, candidate=champion,
+                                         splits=fam.splits(store, forget_ids, settings), store=store,
+                                         classes=classes, item_ids=set(item_ids), settings=settings))
     checks = power_check(metrics, gates, kinds)
     return PowerCheck(all(c.has_power for c in checks.values()), {k: list(c.evidence) for k, c in checks.items()},
                       jsonable(metrics), round(time.perf_counter() - start, 2))

@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from tests.conftest import fixture_seed
 from unlearn_ops.data.sources import load_mnist5k
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.models import build_model
@@ -21,7 +22,7 @@ from unlearn_ops.training import TrainConfig, fit
 DIGITS = (0, 1)               # label 0 = digit 0, label 1 = digit 1
 FORGET_CLASS = 1
 TINY_GAN = {"z_dim": 16, "g_width": 16, "d_width": 16}
-TINY_GAN_TRAIN = GanTrainConfig(epochs=20, batch_size=32, lr_g=2e-3, lr_d=5e-4, seed=0, device="cpu")
+TINY_GAN_TRAIN = GanTrainConfig(epochs=20, batch_size=32, lr_g=2e-3, lr_d=5e-4, seed=fixture_seed(), device="cpu")
 TINY_REF = {"arch": "cnn", "in_channels": 1, "num_classes": len(DIGITS), "image_size": 28,
             "widths": [4, 8], "hidden": 16}
 
@@ -56,15 +57,16 @@ def digits01() -> dict[str, Part]:
 
 @lru_cache(maxsize=1)
 def reference_classifier() -> torch.nn.Module:
-    torch.manual_seed(0)
+    torch.manual_seed(fixture_seed())
     model = build_model(TINY_REF)
-    return fit(model, digits01()["train"], TrainConfig(epochs=3, lr=3e-3, batch_size=32, seed=0, device="cpu"))
+    return fit(model, digits01()["train"], TrainConfig(epochs=3, lr=3e-3, batch_size=32, seed=fixture_seed(),
+                                                       device="cpu"))
 
 
 @lru_cache(maxsize=1)
 def tiny_gan() -> GAN:
     """The tiny GAN, trained on all 300 images, with the reference classifier attached."""
-    gan = init_weights(GAN(**TINY_GAN), 0)
+    gan = init_weights(GAN(**TINY_GAN), fixture_seed())
     train_gan(gan.generator, gan.discriminator, digits01()["train"].x, TINY_GAN_TRAIN)
     return gan.attach_reference(reference_classifier(), TINY_REF)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from tests.conftest import fixture_seed
 from unlearn_ops.data.facts import FactsWorld, build_facts_store, texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.data.store import SampleStore
@@ -21,7 +22,7 @@ from unlearn_ops.models.lm import CausalLM, save_lm, tiny_llama, tiny_tokenizer
 
 TINY_WORLD = {"n_people": 6, "holdout_fraction": 0.15, "seed": 0}   # 5 members (40 QA) + 1 held out (8 QA)
 # A tiny model with a frozen random head barely learns, so unlike SmolLM2 it trains its (untied) head.
-TINY_TRAIN = LMTrainConfig(epochs=30, lr=1e-2, batch_size=16, train_head=True, seed=0, device="cpu")
+TINY_TRAIN = LMTrainConfig(epochs=30, lr=1e-2, batch_size=16, train_head=True, seed=fixture_seed(), device="cpu")
 TINY_RETRAIN = {"epochs": 30, "lr": 1e-2, "batch_size": 16, "train_head": True}  # lm_retrain, the build's schedule
 
 
@@ -44,7 +45,7 @@ def tiny_lm_bundle() -> TinyLM:
     corpus = [it.text for it in world.items] + [q for it in world.items for q in it.paraphrased_questions]
     corpus += [a for it in world.items for a in (it.paraphrased_answer, *it.perturbed_answers)]
     tok = tiny_tokenizer(corpus, vocab_size=1000)
-    base = tiny_llama(tok, layers=3, hidden=48, trainable_blocks=2, seed=0)
+    base = tiny_llama(tok, layers=3, hidden=48, trainable_blocks=2, seed=fixture_seed())
     base_dir = save_lm(base, root / "base")
     model = fit_lm(copy.deepcopy(base), texts(store.part(store.active_ids()).x), TINY_TRAIN)
     splits = store.splits(store.subject_ids(world.members[0].subject_id))

@@ -16,9 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearn_ops.data.splits import Splits
+from unlearn_ops.data.store import SampleStore
 from unlearn_ops.models import LM_ARCH, load_model, save_model
 from unlearn_ops.models.sharded import load_classifier, save_classifier
 from unlearn_ops.progress import track
+from unlearn_ops.training import cached_predictions
 from unlearn_ops.verify import production as p
 
 Loader = Callable[..., tuple[nn.Module, dict[str, Any]]]  # (directory, device="cpu")
@@ -34,15 +37,27 @@ class Family:
     prepare: Callable[[p.Evaluation], p.Evaluation]              # the data as its metrics take it
     metrics: Callable[[p.Evaluation], p.Metrics]
     report: Callable[[p.Evaluation, Path], dict[str, Path]]      # the PNGs beside the certificate
+    samples_retain: bool = False                                 # `prepare` keeps a sample of the retain set
+
+    def splits(self, store: SampleStore, forget_ids: Sequence[str], settings: p.Settings) -> Splits:
+        """The store's splits as a verification of `forget_ids` reads them. A classifier reports its
+        retain accuracy on a seeded sample (never gated): only that sample is loaded, not the whole
+        retain set (the same samples `prepare` would keep, so the same metrics)."""
+        retain = None
+        if self.samples_retain:
+            forget = set(forget_ids)
+            retain = p.reported_retain_ids([i for i in store.active_ids() if i not in forget], settings)
+        return store.splits(forget_ids, retain_ids=retain)
 
     def measure(self, e: p.Evaluation) -> p.Metrics:
         """The candidate's production metrics, without verdicts or report (the power check's cost)."""
-        return self.metrics(self.prepare(e))
+        with cached_predictions():
+            return self.metrics(self.prepare(e))
 
     def verify(self, e: p.Evaluation, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str], *,
                exact: bool, report_dir: str | Path) -> p.Verification:
         """Measure the candidate, judge every request kind by its gates, draw the report."""
-        with track("verification", 3, "phase") as bar:
+        with track("verification", 3, "phase") as bar, cached_predictions():
             e = self.prepare(e)
             bar.advance(phase="metrics")
             metrics = self.metrics(e)
@@ -72,8 +87,10 @@ def _as_is(e: p.Evaluation) -> p.Evaluation:
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     # a sharded classifier (spec arch `sharded`) is a classifier: its shard map and checkpoints travel with it
-    Family("classifier", "gates", load_classifier, save_classifier, p.sampled_retain, p.classifier_metrics, p.classifier_report),
-    Family("text", "text_gates", load_model, save_model, p.tokenized, p.classifier_metrics, p.classifier_report),
+    Family("classifier", "gates", load_classifier, save_classifier, p.sampled_retain, p.classifier_metrics,
+           p.classifier_report, samples_retain=True),
+    Family("text", "text_gates", load_model, save_model, p.tokenized, p.classifier_metrics, p.classifier_report,
+           samples_retain=True),
     Family("gan", "gan_gates", load_model, save_model, _as_is, p.gan_metrics, p.gan_report),
     Family("lm", "lm_gates", _load_lm, _save_lm, _as_is, p.lm_metrics, p.no_report),
 )}

@@ -38,3 +38,28 @@ def test_main_returns_the_commands_exit_code_and_needs_a_command(monkeypatch, ca
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")   # no server start: the wrapper's own logic
     assert server.main(["--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
     assert server.main(["--"]) == 2 and "usage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_the_command_and_the_server(tmp_path, sig):
+    import os
+    import re
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.server", "--", sys.executable, "-c",
+                             "import time; time.sleep(600)"], stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)   # its own group: a Ctrl-C reaches the group
+    line = proc.stderr.readline()
+    url = re.search(r"(http://127\.0\.0\.1:\d+)", line).group(1) + "/api"
+    assert server.healthy(url), line
+    started = time.perf_counter()
+    if sig == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)       # what Ctrl-C does: the whole foreground group
+    else:
+        proc.send_signal(signal.SIGTERM)         # `kill PID` of the wrapper alone
+    # Ctrl-C: 130, or killed by the SIGINT itself when it lands after the command ended (-2)
+    assert proc.wait(timeout=60) in ((130, -signal.SIGINT) if sig == "SIGINT" else (143,))
+    assert time.perf_counter() - started < 45 and not server.healthy(url)

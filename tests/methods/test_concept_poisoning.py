@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import FORGET_CLASS
+from tests.conftest import FORGET_CLASS, fixture_seed
 from tests.methods.contract import check_contract
 from tests.text_helpers import POS, corpus_parts
 from unlearn_ops.data.splits import Part, Splits
@@ -265,7 +265,7 @@ def text_data():
 def tiny_text(text_data) -> TextClassifier:
     spec = tiny_text_spec()
     model = text_classifier(**{k: v for k, v in spec.items() if k != "arch"})
-    return fit(model, tokenized_part(model, text_data[0]), TrainConfig(epochs=4, lr=3e-3, batch_size=32, seed=0,
+    return fit(model, tokenized_part(model, text_data[0]), TrainConfig(epochs=4, lr=3e-3, batch_size=32, seed=fixture_seed(),
                                                                        device="cpu"))
 
 

@@ -19,7 +19,8 @@ def test_contract_item(tiny_model, item_splits):
 
 
 def test_forgets_a_class_and_keeps_the_rest(tiny_model, class_splits):
-    check_class_deletion("neg_grad_plus", tiny_model, class_splits, FAST)
+    # forget accuracy measured 0.00-0.04 over four base models (the committed one, seeds 1-3)
+    check_class_deletion("neg_grad_plus", tiny_model, class_splits, FAST, max_forget_accuracy=0.10)
 
 
 def test_item_deletion_keeps_utility(tiny_model, item_splits):
@@ -29,11 +30,15 @@ def test_item_deletion_keeps_utility(tiny_model, item_splits):
 
 
 def test_the_ascent_term_raises_the_forget_loss(tiny_model, item_splits):
+    """Against its twin without the ascent term (alpha 1: the same steps on the retain batches
+    only), the forget loss ends clearly higher (measured 1.5-2.4x over four base models; against
+    the original model it rose by only 7 % on one of them: that comparison was a coin flip)."""
     from unlearn_ops.training import per_sample_loss
 
-    new = run_method("neg_grad_plus", tiny_model, item_splits, {**FAST, "alpha": 0.9}, device="cpu").model
-    assert per_sample_loss(new, item_splits.forget).mean() > 1.2 * per_sample_loss(tiny_model, item_splits.forget).mean()
-    assert utility(new, item_splits)["test_accuracy"] >= utility(tiny_model, item_splits)["test_accuracy"] - 0.05
+    ascent = run_method("neg_grad_plus", tiny_model, item_splits, {**FAST, "alpha": 0.9}, device="cpu").model
+    twin = run_method("neg_grad_plus", tiny_model, item_splits, {**FAST, "alpha": 1.0}, device="cpu").model
+    assert per_sample_loss(ascent, item_splits.forget).mean() > 1.2 * per_sample_loss(twin, item_splits.forget).mean()
+    assert utility(ascent, item_splits)["test_accuracy"] >= utility(tiny_model, item_splits)["test_accuracy"] - 0.05
 
 
 def test_without_the_retain_term_it_over_forgets(tiny_model, class_splits):

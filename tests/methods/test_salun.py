@@ -9,6 +9,9 @@ from unlearn_ops.methods import run_method
 from unlearn_ops.methods.salun import top_fraction_masks
 
 FAST: dict = {}  # the production defaults (params.yaml mirrors them) are fast on the tiny CNN
+# Utility bounds, as for random_label: measured over four base models (the committed one, seeds
+# 1-3) class deletion −3.8 to −10.6 retained-class points, item deletion −2.8 to −5.6 test points.
+CLASS_TOLERANCE, ITEM_TOLERANCE = 0.25, 0.12
 
 
 def test_contract_class(tiny_model, class_splits):
@@ -20,11 +23,11 @@ def test_contract_item(tiny_model, item_splits):
 
 
 def test_forgets_a_class_and_keeps_the_rest(tiny_model, class_splits):
-    check_class_deletion("salun", tiny_model, class_splits, FAST)
+    check_class_deletion("salun", tiny_model, class_splits, FAST, tolerance=CLASS_TOLERANCE)
 
 
 def test_item_deletion_raises_forget_loss_and_keeps_utility(tiny_model, item_splits):
-    check_item_deletion("salun", tiny_model, item_splits, FAST)
+    check_item_deletion("salun", tiny_model, item_splits, FAST, tolerance=ITEM_TOLERANCE)
 
 
 def test_mask_keeps_the_top_fraction_over_all_tensors():

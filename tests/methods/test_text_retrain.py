@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.conftest import fixture_seed
 from tests.methods.contract import check_contract
 from tests.text_helpers import corpus_parts
 from unlearn_ops.data.splits import Splits
@@ -25,7 +26,7 @@ def data():
 def original(data) -> TextClassifier:
     """Built as the build does it: a frozen encoder and a head fitted on all training snippets."""
     model = build_model(tiny_text_spec())
-    fit_head(model, data[0], TrainConfig(**FAST, seed=0, device="cpu"))
+    fit_head(model, data[0], TrainConfig(**FAST, seed=fixture_seed(), device="cpu"))
     return model
 
 

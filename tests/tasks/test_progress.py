@@ -84,6 +84,8 @@ def test_a_long_loop_in_a_task_leaves_a_progress_artifact(prefect_harness, monke
     def train() -> None:
         with section("unlearn retrain"), track("training", 5) as bar:
             for _ in range(5):
+                with track("predicting", 2, "sample") as inner:   # nested: a bar, no artifact of its own
+                    inner.advance(2)
                 bar.advance(epoch="1/1")
 
     @flow
@@ -99,6 +101,7 @@ def test_a_long_loop_in_a_task_leaves_a_progress_artifact(prefect_harness, monke
         found = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
     ours = [a for a in found if "unlearn retrain › training" in (a.description or "")]
     assert ours and ours[-1].data == 100.0 and "5/5 steps" in ours[-1].description
+    assert not [a for a in found if "predicting" in (a.description or "")]
 
 
 def test_a_failing_artifact_call_never_fails_the_loop(monkeypatch, caplog):

@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import fixture_seed
 from unlearn_ops.data.sources import FMNIST_FILES, find_fashion_mnist
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import run_method
@@ -77,8 +78,8 @@ def gates() -> dict:
 
 @pytest.fixture(scope="module")
 def memorizer(data) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return fit(build_model(SPEC), data["train"], TrainConfig(**SCHEDULE, seed=0, device="cpu"))
+    torch.manual_seed(fixture_seed())
+    return fit(build_model(SPEC), data["train"], TrainConfig(**SCHEDULE, seed=fixture_seed(), device="cpu"))
 
 
 def item_splits(data, seed: int) -> Splits:

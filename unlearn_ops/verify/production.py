@@ -130,6 +130,16 @@ def sampled_retain(e: Evaluation) -> Evaluation:
     return e
 
 
+def reported_retain_ids(retain_ids: Sequence[str], settings: Settings) -> list[str]:
+    """The retain IDs `sampled_retain` keeps (the same seeded draw as `Part.sample`), so that a
+    verification loads only those instead of the whole retain set."""
+    n = settings.verify_retain
+    if not n or len(retain_ids) <= n:
+        return list(retain_ids)
+    keep = np.sort(np.random.default_rng(settings.seed).permutation(len(retain_ids))[:n])
+    return [retain_ids[i] for i in keep]
+
+
 def tokenized(e: Evaluation) -> Evaluation:
     """A text store holds strings; the classifier metrics take the candidate's token IDs."""
     e = sampled_retain(e)
