@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -319,7 +320,7 @@ def ask_for_approval(ledger: Ledger, policy: ApprovalPolicy, wait: bool) -> bool
 
 # ------------------------------------------------------------------------------ the flow
 @flow(name="deletion_batch", log_prints=True)
-def deletion_batch(requests: list[RequestForm] | SkipJsonSchema[None] = None, batch_id: str | SkipJsonSchema[None] = None,
+def deletion_batch(requests: Sequence[RequestForm] | SkipJsonSchema[None] = (), batch_id: str = "",
                    root: SkipJsonSchema[str | None] = None, wait_for_approval: bool = True) -> State:
     """Process pending deletion requests: the given ones and the files in the inbox.
 
@@ -336,6 +337,7 @@ def deletion_batch(requests: list[RequestForm] | SkipJsonSchema[None] = None, ba
     ws = Workspace.at(root)
     ledger = Ledger(ws.ledger_path)
     policy = ApprovalPolicy.of(ws)
+    batch_id = batch_id or None  # the form's empty field
     t0 = time.perf_counter()
     with inbox_lock(ws):
         intake = intake_task(str(ws.root), documents(requests))

@@ -9,6 +9,7 @@ failing request in the ledger as `rejected` with its reason, like an inbox file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -16,6 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from unlearn_ops.requests import KINDS
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # a `null` default would be posted, and fail the field's own type
+
+
+def optional(description: str) -> Any:
+    """An optional field: absent unless filled in (the UI leaves a field without a default out)."""
+    return Field(None, description=description, json_schema_extra=_no_default)
 
 
 class RequestForm(BaseModel):
@@ -29,28 +39,28 @@ class RequestForm(BaseModel):
                     "(concept); `samples`: listed sample IDs (sample_ids).")
     model: str = Field(description="The served model that must forget, by its registered name "
                                    "(params.yaml `models`), e.g. fmnist-classifier.")
-    class_label: int | str | SkipJsonSchema[None] = Field(
-        None, description="kind `class`: the class, by name (e.g. Dress) or index (e.g. 3).")
-    subject_id: str | SkipJsonSchema[None] = Field(
-        None, description="kind `subject`: the data subject's ID in the model's sample store, e.g. subj-00042.")
-    concept: str | SkipJsonSchema[None] = Field(
-        None, description="kind `concept`: the entity every sample about which is forgotten, e.g. a movie's name.")
-    sample_ids: list[str] | SkipJsonSchema[None] = Field(
-        None, description="kind `samples`: the IDs of the training samples to forget.")
-    request_id: str | SkipJsonSchema[None] = Field(
-        None, description="Your reference for the request (letters, digits, . _ -); one is made up when empty. "
-                          "The ledger, the registry and the certificate name it.")
+    class_label: int | str | SkipJsonSchema[None] = optional(
+        "kind `class`: the class, by name (e.g. Dress) or index (e.g. 3).")
+    subject_id: str | SkipJsonSchema[None] = optional(
+        "kind `subject`: the data subject's ID in the model's sample store, e.g. subj-00042.")
+    concept: str | SkipJsonSchema[None] = optional(
+        "kind `concept`: the entity every sample about which is forgotten, e.g. a movie's name.")
+    sample_ids: list[str] | SkipJsonSchema[None] = optional(
+        "kind `samples`: the IDs of the training samples to forget.")
+    request_id: str | SkipJsonSchema[None] = optional(
+        "Your reference for the request (letters, digits, . _ -); one is made up when empty. "
+        "The ledger, the registry and the certificate name it.")
     requester: str = Field("", description="Who asked (recorded in the ledger).")
     reason: str = Field("", description="Why, e.g. consent withdrawn or licence ended (recorded in the ledger).")
-    received_at: datetime | SkipJsonSchema[None] = Field(
-        None, description="When the request was received (UTC when no zone is given); empty: now.")
+    received_at: datetime | SkipJsonSchema[None] = optional(
+        "When the request was received (UTC when no zone is given); empty: now.")
 
     def document(self) -> dict[str, Any]:
         """The request document the intake validates: the fields given, empty ones left out."""
         return {k: v for k, v in self.model_dump(mode="json").items() if v not in (None, "", [])}
 
 
-def documents(requests: list[Any] | None) -> list[Any]:
+def documents(requests: Sequence[Any] | None) -> list[Any]:
     """Request documents from the flow parameter: forms as documents; anything else (a plain dict
     from an in-process caller) as given, for the intake to judge."""
     return [r.document() if isinstance(r, RequestForm) else r for r in requests or []]

@@ -44,6 +44,7 @@ def test_the_requests_parameter_is_a_typed_form_and_root_is_not_offered():
     for name in ("kind", "model", "class_label", "subject_id", "concept", "sample_ids", "request_id"):
         assert fields[name]["description"], name
     assert "class_label" in fields["kind"]["description"] and "Dress" in fields["class_label"]["description"]
+    assert not any("default" in fields[f] for f in ("subject_id", "concept", "sample_ids"))  # no null to post
     assert {"type": "integer"} in fields["class_label"]["anyOf"] and {"type": "string"} in fields["class_label"]["anyOf"]
 
 
