@@ -28,10 +28,17 @@ def optional(description: str) -> Any:
     return Field(None, description=description, json_schema_extra=_no_default)
 
 
+def _positions(schema: dict[str, Any]) -> None:
+    """The form's field order: a server on PostgreSQL stores the schema as JSONB, which reorders
+    keys, and the UI orders a form's fields by `position` when they have one."""
+    for i, prop in enumerate(schema.get("properties", {}).values()):
+        prop["position"] = i
+
+
 class RequestForm(BaseModel):
     """A deletion request: kind + model + the one field its kind needs."""
 
-    model_config = ConfigDict(extra="forbid", title="Deletion request")
+    model_config = ConfigDict(extra="forbid", title="Deletion request", json_schema_extra=_positions)
 
     kind: Literal[KINDS] = Field(  # type: ignore[valid-type]
         description="What to forget. `class`: every training sample of a class (fill class_label); `subject`: "

@@ -40,6 +40,8 @@ def test_the_requests_parameter_is_a_typed_form_and_root_is_not_offered():
     form = schema["definitions"][requests["items"]["$ref"].rsplit("/", 1)[-1]]
     assert form["required"] == ["kind", "model"] and form["additionalProperties"] is False
     fields = form["properties"]
+    assert [f["position"] for f in fields.values()] == list(range(len(fields)))  # the form's order, kept by any store
+    assert list(fields)[:3] == ["kind", "model", "class_label"]
     assert fields["kind"]["enum"] == ["samples", "subject", "class", "concept"]
     for name in ("kind", "model", "class_label", "subject_id", "concept", "sample_ids", "request_id"):
         assert fields[name]["description"], name

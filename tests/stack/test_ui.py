@@ -72,6 +72,8 @@ def test_a_custom_run_from_the_prefect_ui_shows_up_as_champion_in_the_mlflow_ui(
     field("Class Label").locator("input[type=number]").fill(str(request["class_label"]))  # `int` is preselected
     field("Request Id").locator("textarea").fill(request["request_id"])
     field("Reason").locator("textarea").fill(request["reason"])
+    page.get_by_text("requests (Optional)").scroll_into_view_if_needed()
+    page.mouse.wheel(0, -200)
     page.screenshot(path=str(shots / "prefect-custom-run.png"))
     page.get_by_role("button", name="Submit").click()
     page.get_by_role("link", name=run_name, exact=True).first.click()  # in the deployment's list of runs
