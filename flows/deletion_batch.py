@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from prefect import flow
+from prefect.states import State
+from pydantic.json_schema import SkipJsonSchema
 
 from tasks.approval import ApprovalPolicy, pause_for_decision, record_decision
 from tasks.batch import (
@@ -55,6 +58,8 @@ from tasks.faults import fault_point
 from tasks.forget_set import apply_deletion_task, extract_task, relative
 from tasks.intake import intake_task
 from tasks.registry import fetch_champion_task, promote_task, register_candidate_task
+from tasks.report import final_state, publish, queue_waiting
+from tasks.request_form import RequestForm, documents
 from tasks.retention import grace_days_for, purge_expired_task, retire_task
 from tasks.unlearning import cannot_pass, power_task, unlearn_task, verify_task
 from tasks.versioning import version_task
@@ -265,7 +270,8 @@ def run_batch(ws: Workspace, ledger: Ledger, batch_id: str | None, intake: list[
         return {"batch_id": batch_id, "state": batch["state"], "certificate": batch["progress"].get("certificate")}
     with batch_lock(ws, batch_id) as mine:
         if not mine:
-            print(f"batch {batch_id} is being processed by another run: skipping")
+            print(f"batch {batch_id} is being processed by another run: this run leaves it to that one, and "
+                  "the requests it brought wait for the next run")
             return {"batch_id": batch_id, "state": "busy"}
         steps = Progress(ledger, batch_id)
         forget_set = extract(ws, steps)
@@ -314,18 +320,27 @@ def ask_for_approval(ledger: Ledger, policy: ApprovalPolicy, wait: bool) -> bool
 
 # ------------------------------------------------------------------------------ the flow
 @flow(name="deletion_batch", log_prints=True)
-def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str | None = None,
-                   root: str | None = None, wait_for_approval: bool = True) -> dict[str, Any]:
-    """Process pending deletion requests. `requests`: request documents (e.g. typed in the Prefect
-    UI); inbox files are always picked up. `batch_id`: resume or re-show a given batch.
-    `wait_for_approval`: pause for a person's decision on requests that need one (params.yaml
-    `approval`), after the batch of those that do not; off, they wait for a later run."""
+def deletion_batch(requests: Sequence[RequestForm] | SkipJsonSchema[None] = (), batch_id: str = "",
+                   root: SkipJsonSchema[str | None] = None, wait_for_approval: bool = True) -> State:
+    """Process pending deletion requests: the given ones and the files in the inbox.
+
+    Args:
+        requests: Deletion requests to add (Add item: one form per request); files dropped into the
+            project's data/requests/inbox/ are picked up too. Each is validated and recorded in the ledger.
+        batch_id: Resume or re-show this batch instead of claiming a new one (empty: the open batch, else
+            a new one of every waiting request).
+        root: The project folder (params.yaml, ledger, stores); not in the UI form: a worker serves its
+            UNLEARN_PROJECT_DIR.
+        wait_for_approval: Pause for a person's decision on requests that need one (params.yaml
+            `approval`), after the batch of those that do not; off, they wait for a later run.
+    """
     ws = Workspace.at(root)
     ledger = Ledger(ws.ledger_path)
     policy = ApprovalPolicy.of(ws)
+    batch_id = batch_id or None  # the form's empty field
     t0 = time.perf_counter()
     with inbox_lock(ws):
-        intake = intake_task(str(ws.root), requests)
+        intake = intake_task(str(ws.root), documents(requests))
     fault_point("intake")
     first = claim_or_resume(ledger, batch_id, policy.required)
     fault_point("claim")
@@ -333,8 +348,11 @@ def deletion_batch(requests: list[dict[str, Any]] | None = None, batch_id: str |
     if batch_id is None and ask_for_approval(ledger, policy, wait_for_approval):
         batches.append(run_batch(ws, ledger, claim_new(ledger, policy.required), [], time.perf_counter()))
     ran = [b for b in batches if b["batch_id"]]
-    return {**(ran[-1] if ran else batches[0]), "intake": intake, "batches": ran,
-            "awaiting_approval": [e.request_id for e in ledger.entries(state="awaiting_approval")]}
+    result = {**(ran[-1] if ran else batches[0]), "intake": intake, "batches": ran,
+              "queued": queue_waiting(ledger, intake, ran),
+              "awaiting_approval": [e.request_id for e in ledger.entries(state="awaiting_approval")]}
+    publish(ledger, result)
+    return final_state(result)
 
 
 if __name__ == "__main__":

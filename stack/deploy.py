@@ -21,9 +21,10 @@ from tasks.workspace import Workspace
 ZOMBIE_AUTOMATION = "unlearn: crash flow runs that stopped sending heartbeats"
 BATCH_DESCRIPTION = (
     "Process pending deletion requests: the files in the project's data/requests/inbox/ plus the "
-    "`requests` given here (Custom run → requests: a list of request documents, e.g. "
-    '{"request_id": "r-1", "model": "fmnist-classifier", "kind": "class", "class_label": "Dress", '
-    '"reason": "licence withdrawn"}). The project is the worker\'s UNLEARN_PROJECT_DIR.')
+    "`requests` given here (Custom run → requests → Add item: kind, model and the field the kind needs, "
+    "e.g. class + fmnist-classifier + class_label Dress). A run that finds the open batch taken by another "
+    "run ends `Deferred` and queues its requests for the next run. The project is the worker's "
+    "UNLEARN_PROJECT_DIR.")
 
 # (module:flow, queue): the build stages, as `dvc repro` runs them one by one
 BUILD_FLOWS = [
@@ -35,7 +36,6 @@ BUILD_FLOWS = [
     ("flows.build_text:text_register", "default"),
     ("flows.build_llm:build_llm", "gpu"),
 ]
-HIDDEN_PARAMETERS = ("root",)  # the project comes from the worker (UNLEARN_PROJECT_DIR), not from the form
 
 
 def load_flow(spec: str):
@@ -101,14 +101,10 @@ def batch_schedule(project_dir: Path) -> dict[str, Any]:
 def to_deployment(flow, name: str, queue: str, **kwargs):
     from prefect.deployments.runner import EntrypointType
 
-    deployment = flow.to_deployment(name=name, work_queue_name=queue, entrypoint_type=EntrypointType.MODULE_PATH,
-                                    tags=["unlearn-pipeline"], **kwargs)
-    schema = deployment._parameter_openapi_schema  # no public setter; the UI form is drawn from it
-    for key in HIDDEN_PARAMETERS:
-        schema.properties.pop(key, None)
-        if key in (schema.required or []):
-            schema.required.remove(key)
-    return deployment
+    # the form is the flow's parameter schema: deletion_batch keeps `root` out of it (the project
+    # is the worker's UNLEARN_PROJECT_DIR) and draws `requests` as one form per request
+    return flow.to_deployment(name=name, work_queue_name=queue, entrypoint_type=EntrypointType.MODULE_PATH,
+                              tags=["unlearn-pipeline"], **kwargs)
 
 
 def deployments(cfg: StackConfig) -> list:

@@ -76,22 +76,36 @@ def append_to_audit(ws: Workspace, batch_id: str, cert: dict[str, Any]) -> dict[
     return AuditLog(ws.audit_log, ws.certificates).append(batch_id, path)
 
 
-def summary_table(ledger: Ledger, batch_id: str | None, intake: list[dict[str, Any]],
-                  models: list[ModelReport]) -> str:
-    """One line per request: state, method path, gate result, champion before → after, reason."""
+WAITING = ("validated", "approved")  # accepted, in no batch yet: the next run's claim takes them
+
+
+def outcome_rows(ledger: Ledger, batch_id: str | None, intake: list[dict[str, Any]],
+                 models: list[ModelReport]) -> list[dict[str, str]]:
+    """One row per request of the batch and of this run's intake: state, method path, gate result,
+    champion before → after, reason (what the printed summary and the run's table artifact show)."""
     by_model = {m.model: m for m in models}
-    rows = [f"{'request':<24} {'kind':<8} {'state':<11} {'method (path)':<28} {'gates':<6} champion before→after  reason"]
-    seen = set()
+    rows, seen = [], set()
     entries = ledger.entries(batch_id=batch_id) if batch_id else []
-    intake_only = [ledger.find(r["request_id"])[-1] for r in intake if r["state"] == "rejected"]
+    intake_only = [ledger.find(r["request_id"])[-1] for r in intake]
     for e in entries + intake_only:
         if e.ledger_id in seen:
             continue
         seen.add(e.ledger_id)
-        m = by_model.get(e.model or "")
+        m = by_model.get(e.model or "") if e.batch_id == batch_id else None
         path = " → ".join(a["method"] for a in m.attempts) if m else "-"
-        gates = "-" if not m else ("pass" if m.outcome == "registered" else "fail")
-        before_after = f"v{m.champion_before} → v{m.champion_after}" if m else "-"
-        rows.append(f"{e.request_id:<24} {e.kind or '-':<8} {e.state:<11} {path or '-':<28} {gates:<6} "
-                    f"{before_after:<22} {(e.reason or '')[:90]}")
-    return "\n".join(rows)
+        reason = e.reason or ("queued for the next run" if e.state in WAITING else "")
+        rows.append({"request": e.request_id, "model": e.model or "-", "kind": e.kind or "-", "state": e.state,
+                     "batch": e.batch_id or "-", "method (path)": path or "-",
+                     "gates": "-" if not m else ("pass" if m.outcome == "registered" else "fail"),
+                     "champion": f"v{m.champion_before} → v{m.champion_after}" if m else "-", "reason": reason})
+    return rows
+
+
+def summary_table(ledger: Ledger, batch_id: str | None, intake: list[dict[str, Any]],
+                  models: list[ModelReport]) -> str:
+    """One line per request: state, method path, gate result, champion before → after, reason."""
+    lines = [f"{'request':<24} {'kind':<8} {'state':<11} {'method (path)':<28} {'gates':<6} champion before→after  reason"]
+    for r in outcome_rows(ledger, batch_id, intake, models):
+        lines.append(f"{r['request']:<24} {r['kind']:<8} {r['state']:<11} {r['method (path)']:<28} {r['gates']:<6} "
+                     f"{r['champion']:<22} {r['reason'][:90]}")
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ class GanModel(PythonModel):
     def load_context(self, context):
         self.gan = load_gan(context.artifacts["model_dir"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         z = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         with torch.no_grad():
             return self.gan.generator(z).numpy()

@@ -18,7 +18,7 @@ class LanguageModel(PythonModel):
     def load_context(self, context):
         self.model = load_lm(context.artifacts["model_dir"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
         if hasattr(model_input, "iloc"):
             model_input = model_input.iloc[:, 0]
         questions = [str(q) for q in np.asarray(model_input).ravel().tolist()]

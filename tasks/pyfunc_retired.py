@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
@@ -17,7 +18,7 @@ class RetiredModel(PythonModel):
         info = json.loads((Path(context.artifacts["model_dir"]) / "RETIRED.json").read_text())
         raise RuntimeError(info["message"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         raise RuntimeError("this model version was retired and cannot serve")
 
 

@@ -20,7 +20,7 @@ class TextClassifierModel(PythonModel):
     def load_context(self, context):
         self.model, self.spec = load_model(context.artifacts["model_dir"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: list[str], params=None) -> np.ndarray:
         texts = model_input.iloc[:, 0] if isinstance(model_input, pd.DataFrame) else model_input
         ids = self.model.tokenize(np.asarray(texts, dtype=str).reshape(-1))
         with torch.no_grad():

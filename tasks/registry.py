@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,14 +75,43 @@ def log_and_register(model_dir: str | Path, *, name: str, family: str, experimen
         for path in artifacts:
             mlflow.log_artifact(str(path))
         mlflow.set_tags(tags or {})
-        with warnings.catch_warnings():  # "add type hints to predict": we pass arrays, not typed records
-            warnings.simplefilter("ignore", UserWarning)
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(served.pyfunc),
-                                           artifacts={"model_dir": str(model_dir)},
-                                           pip_requirements=served.requirements())
+        example, signature = served.example(model_dir)
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(served.pyfunc),
+                                       artifacts={"model_dir": str(model_dir)}, signature=signature,
+                                       input_example=example, pip_requirements=served.requirements())
         version = mlflow.register_model(info.model_uri, name, tags=tags or {})
         log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
+    client = MlflowClient(tracking_uri())
+    client.update_registered_model(name, description=served.description(name))
+    client.update_model_version(name, version.version, description=version_description(tags or {}))
     return str(version.version)
+
+
+def version_description(tags: dict[str, str], promoted: bool = False) -> str:
+    """What a version is, from its lineage tags, e.g. `batch B: finetune → retrain (promoted: retrain)`."""
+    if tags.get("lineage") == "deletion-batch":
+        path = tags.get("fallback_path", tags.get("method", "")).replace(" -> ", " → ")
+        method = tags.get("method", "")
+        if promoted:
+            outcome = f"promoted: {method}"
+        elif tags.get("verdict") == "pass":
+            outcome = f"{method} passed the gates; candidate, not yet promoted"
+        else:
+            outcome = f"no method passed the gates; {method} kept for the audit, not promoted"
+        regression = f"; utility regression: {tags['utility_regression']}" if tags.get("utility_regression") else ""
+        return f"batch {tags.get('batch_id')}: {path} ({outcome}{regression})"
+    if tags.get("lineage") == "build":
+        data = f" on {tags['dataset']}" if tags.get("dataset") else ""
+        commit = f" at commit {tags['git_commit'][:12]}" if tags.get("git_commit") not in (None, "unknown") else ""
+        return f"build: {tags.get('method', 'train')}{data}{commit}"
+    return ""
+
+
+def describe_promoted(name: str, version: str) -> None:
+    """The version's description after its promotion to `champion`."""
+    client = MlflowClient(tracking_uri())
+    tags = dict(client.get_model_version(name, version).tags or {})
+    client.update_model_version(name, version, description=version_description(tags, promoted=True))
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
@@ -228,3 +256,4 @@ def register_candidate_task(model_dir: str, model: str, family: str, batch_id: s
 @task(name="promote", retries=2, retry_delay_seconds=2)
 def promote_task(model: str, version: str) -> None:
     set_alias(model, CHAMPION, version)
+    describe_promoted(model, version)

@@ -182,6 +182,13 @@ class Ledger:
         self._event(db, ledger_id, entry.request_id, state, reason, batch_id or entry.batch_id, detail)
         return self._get(db, ledger_id)
 
+    def note(self, ledger_id: int, reason: str, detail: dict | None = None) -> Entry:
+        """An event that changes no state, e.g. a validated request queued for the next run."""
+        with self._connect(immediate=True) as db:
+            entry = self._get(db, ledger_id)
+            self._event(db, ledger_id, entry.request_id, entry.state, reason, entry.batch_id, detail)
+            return entry
+
     def _get(self, db, ledger_id: int) -> Entry:
         row = db.execute("SELECT * FROM requests WHERE ledger_id=?", (ledger_id,)).fetchone()
         if row is None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from stack import proc
-from tests.stack.conftest import ZOMBIE_S, build_project, project_params, run_stack
+from tests.stack.conftest import ZOMBIE_S, build_project, project_params, run_stack, tracking
 from unlearn_ops.ledger import Ledger
 
 pytestmark = pytest.mark.stack
@@ -55,6 +56,17 @@ def test_custom_run_is_processed_by_a_worker_and_registered_on_the_mlflow_server
     assert tags["request_ids"] == "rest-class-3" and tags["verdict"] == "pass"
     entry = Ledger(project / "data" / "ledger.sqlite").find("rest-class-3")[-1]
     assert entry.state == "registered" and entry.batch_id == tags["batch_id"]
+    # what a person sees: the version says what it is, declares its input, and the run links to it
+    assert champion.description.startswith(f"batch {tags['batch_id']}: ") and "(promoted: " in champion.description
+    with tracking(stack.mlflow):
+        (images,) = mlflow.models.get_model_info(f"models:/{model}/2").signature.inputs.inputs
+    assert images.shape == (-1, 1, 8, 8)
+    artifacts = stack.http.post("/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
+    by_key = {a["key"]: a for a in artifacts}
+    assert {"deletion-certificate", "deletion-requests"} <= set(by_key)
+    assert f"{stack.mlflow}/#/models/{model}/versions/2" in by_key[f"mlflow-{model}-version"]["data"]
+    assert f"{stack.mlflow}/#/experiments/" in by_key[f"mlflow-{model}-run"]["data"]
+    assert f"{stack.mlflow}/#/models/{model}/versions/2" in by_key["deletion-certificate"]["data"]
 
 
 def test_deployment_schedule_parameters_and_limits_come_from_the_project(stack, team_project):
@@ -68,6 +80,9 @@ def test_deployment_schedule_parameters_and_limits_come_from_the_project(stack, 
     assert deployment["entrypoint"] == "flows.deletion_batch.deletion_batch"
     form = deployment["parameter_openapi_schema"]["properties"]
     assert "requests" in form and "root" not in form  # the project comes from the worker, not the form
+    request_form = deployment["parameter_openapi_schema"]["definitions"]["RequestForm"]["properties"]
+    assert request_form["kind"]["enum"] == ["samples", "subject", "class", "concept"]
+    assert all(request_form[f]["description"] for f in ("model", "class_label", "subject_id", "concept"))
     gpu = stack.http.get("/concurrency_limits/tag/gpu").raise_for_status().json()
     assert gpu["concurrency_limit"] == 1
     automations = stack.http.post("/automations/filter", json={}).raise_for_status().json()
@@ -90,9 +105,12 @@ def test_two_workers_process_every_request_exactly_once(stack, tmp_path, tiny_mo
     workers = {line.split("'")[1] for line in logs.splitlines() for r in runs if f"submitting flow run '{r}'" in line}
     assert len(workers) == 2, f"both workers should have taken runs: {workers}"
 
-    # A run that found another one's batch open leaves its requests validated for the next run
-    # (the flow's behaviour today): follow-up runs drain them.
+    # A run that found another one's batch open ends Deferred, its request queued for the next run
+    # (validated, with a ledger event saying so): follow-up runs drain them.
     ledger = Ledger(project / "data" / "ledger.sqlite")
+    for run in finished:
+        if run["state"]["name"] == "Deferred":
+            assert "queued for the next run" in run["state"]["message"] or "another run" in run["state"]["message"]
     for _ in range(len(requests)):
         if not ledger.entries(state="validated") and not ledger.open_batches():
             break

@@ -7,7 +7,6 @@ Screenshots go to UNLEARN_SCREENSHOTS (docs/img to refresh README's) or to the t
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import uuid
@@ -59,9 +58,22 @@ def test_a_custom_run_from_the_prefect_ui_shows_up_as_champion_in_the_mlflow_ui(
     page.get_by_text("requests (Optional)").wait_for()
     run_name = f"ui-deletion-{uuid.uuid4().hex[:6]}"
     page.locator(".flow-run-name-input input").fill(run_name)
-    page.get_by_role("button", name="list", exact=True).click()  # the field's type switch: list | None
-    page.get_by_role("button", name="Add item").click()
-    page.locator(".schema-form-property-array-item textarea").first.fill(json.dumps(request, indent=2))
+    page.get_by_role("button", name="Add item").click()  # one form per request: kind, model, target field
+    form = page.locator(".schema-form-property-array-item").first
+
+    def field(label: str):  # the innermost property of that label (the list's own property holds them all)
+        title = page.locator(".schema-form-property__label", has_text=re.compile(rf"^{label}( \(Optional\))?$"))
+        return form.locator(".schema-form-property").filter(has=title).last
+
+    field("Kind").locator(".p-select-button__control").click()
+    page.keyboard.press("ArrowDown")
+    page.get_by_role("option", name="class", exact=True).click()
+    field("Model").locator("textarea").fill(MODEL)
+    field("Class Label").locator("input[type=number]").fill(str(request["class_label"]))  # `int` is preselected
+    field("Request Id").locator("textarea").fill(request["request_id"])
+    field("Reason").locator("textarea").fill(request["reason"])
+    page.get_by_text("requests (Optional)").scroll_into_view_if_needed()
+    page.mouse.wheel(0, -200)
     page.screenshot(path=str(shots / "prefect-custom-run.png"))
     page.get_by_role("button", name="Submit").click()
     page.get_by_role("link", name=run_name, exact=True).first.click()  # in the deployment's list of runs
@@ -69,7 +81,8 @@ def test_a_custom_run_from_the_prefect_ui_shows_up_as_champion_in_the_mlflow_ui(
     run_id = page.url.rsplit("/", 1)[-1]
     page.locator(".page-heading-flow-run .state-badge.state--completed").wait_for(timeout=RUN_TIMEOUT_MS)
     page.screenshot(path=str(shots / "prefect-run.png"))
-    assert stack.flow_run(run_id)["parameters"]["requests"] == [request]
+    (posted,) = stack.flow_run(run_id)["parameters"]["requests"]
+    assert {k: v for k, v in posted.items() if v != ""} == request  # untouched fields are left out or empty
 
     # MLflow: Model training → Model registry → the model → the new version, alias `champion`
     page.goto(stack.mlflow)
