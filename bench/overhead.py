@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import json
 import os
 import shutil
@@ -86,6 +87,11 @@ class Timers:
                 if stack:
                     stack[-1][0] += spent
 
+        # A signature with resolved annotations: Prefect validates a flow's parameters against them, and the
+        # strings of a `from __future__ import annotations` module name things that only that
+        # module's globals (not this one's) define.
+        with contextlib.suppress(Exception):
+            timed.__signature__ = inspect.signature(fn, eval_str=True)
         timed.__overhead_timed__ = True
         return timed
 
@@ -206,12 +212,23 @@ def _run(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
 
 
+def monolithic(params: dict[str, Any], model: str) -> dict[str, Any]:
+    """params for a one-model (unsharded) classifier: the build's sharding off, chains ending in `retrain`."""
+    def exact(step: Any) -> Any:
+        return "retrain" if step == "sharded_retrain" else step
+
+    train = {**params["train"], "shards": 1, "slices": 1, "pool_fraction": 0.0, "pool_epochs": 0}
+    policy = {kind: [exact(step) for step in chain] for kind, chain in params["policy"][model].items()}
+    return {**params, "train": train, "policy": {**params["policy"], model: policy}}
+
+
 def workspace(root: Path, quick: bool) -> tuple[Path, str, dict[str, Any]]:
     """A git + DVC repository with params, the store and a registered champion; (root, model, info)."""
     from bench import references
     from tasks.registry import CHAMPION, log_and_register, set_alias
     from unlearn_ops.data.store import SampleStore
-    from unlearn_ops.models import build_model, save_model
+    from unlearn_ops.families import family
+    from unlearn_ops.models import build_model
     from unlearn_ops.training import TrainConfig, fit
 
     dataset, model_name = ("digits", "digits-classifier") if quick else ("fmnist", "fmnist-classifier")
@@ -219,6 +236,10 @@ def workspace(root: Path, quick: bool) -> tuple[Path, str, dict[str, Any]]:
     store_rel = f"data/store/{dataset}"
     params["models"] = {model_name: {"store_dir": store_rel, "build": "train"}}
     params["policy"] = {model_name: params["policy"]["fmnist-classifier"]}
+    built = project_root() / "models" / model_name, project_root() / store_rel
+    use_build = not quick and all((p / n).is_file() for p, n in zip(built, ("spec.json", "index.csv"), strict=True))
+    if not use_build:  # a monolithic model stands in for the build: its chains end in `retrain`
+        params = monolithic(params, model_name)
     if quick:  # the tiny CNN's schedule, as the tests train it
         params["train"] = {**params["train"], "epochs": 15, "lr": 0.003, "batch_size": 64}
         params["unlearn"] = {"neuron_perturbation": {"k_p": 16, "n_check": 100}}
@@ -233,21 +254,27 @@ def workspace(root: Path, quick: bool) -> tuple[Path, str, dict[str, Any]]:
     for d in ("inbox", "processed", "quarantine"):
         (root / "data" / "requests" / d).mkdir(parents=True, exist_ok=True)
     (root / "data" / "forget_sets").mkdir(parents=True, exist_ok=True)
-    source = references.store(dataset)
-    shutil.copytree(source.root, root / store_rel)
+    source = built[1] if use_build else references.store(dataset).root
+    shutil.copytree(source, root / store_rel)
     store = SampleStore(root / store_rel)
     if quick:
         model = fit(build_model(TINY_SPEC), store.splits().retain,
                     TrainConfig(epochs=15, lr=3e-3, batch_size=64, seed=0, device="cpu"))
-        spec, seconds = TINY_SPEC, None
+        spec, seconds, origin = TINY_SPEC, None, "tiny CNN trained here"
+    elif use_build:  # the pipeline's own model and store (`make build`), as a batch would find them
+        model, spec = family("classifier").load(built[0])  # as the family saves it (a sharded model's state too)
+        metrics = project_root() / "metrics" / "train.json"
+        seconds = json.loads(metrics.read_text()).get("train_seconds") if metrics.is_file() else None
+        origin = "the build's model and store (models/, data/store/)"
     else:
         model, seconds = references.base_model(dataset, seed=0)
-        spec = references.spec_for(store)
-    directory = save_model(model, spec, root / "models" / model_name)
+        spec, origin = references.spec_for(store), "the benchmark cache's base model (the build's recipe)"
+    directory = family("classifier").save(model, spec, root / "models" / model_name)
     version = log_and_register(directory, name=model_name, family="classifier", experiment="build", run_name="build",
                                tags={"lineage": "build", "method": "train"})
     set_alias(model_name, CHAMPION, version)
-    return root, model_name, {"dataset": dataset, "base_train_seconds": seconds, "store_size": len(store.active_ids())}
+    return root, model_name, {"dataset": dataset, "base_train_seconds": seconds, "store_size": len(store.active_ids()),
+                              "origin": origin}
 
 
 def requests_for(root: Path, model: str, dataset: str) -> dict[str, dict[str, Any]]:
@@ -326,7 +353,7 @@ def run(quick: bool, work: Path, probe: bool = True) -> dict[str, Any]:
 
 def markdown(r: dict[str, Any]) -> str:
     what = ("the digits store and a tiny CNN (`--quick`)" if r["quick"] else
-            "Fashion-MNIST, the build's CNN and schedule, params.yaml's method chains")
+            f"Fashion-MNIST, the build's CNN and schedule ({r['model']['origin']}), params.yaml's method chains")
     rows = []
     for c in CATEGORIES:
         row = [c + (" (orchestration)" if c in ORCHESTRATION else "")]

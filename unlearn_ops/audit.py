@@ -83,15 +83,27 @@ def certificate_markdown(cert: dict[str, Any]) -> str:
                         bound = " ".join(b for b in (f"≥ {g['min']}" if g["min"] is not None else "",
                                                      f"≤ {g['max']}" if g["max"] is not None else "") if b)
                         value = "missing" if g["value"] is None else f"{g['value']:.4f}"
-                        result = "pass" if g["passed"] else "FAIL (utility)" if g.get("utility") else "FAIL"
-                        lines.append(f"| {kind} | {g['metric']} | {value} | {bound} | {result} |")
+                        lines.append(f"| {kind} | {g['metric']} | {value} | {bound} | {_gate_result(g)} |")
                 lines.append("")
+                for kind, gates in a["gates"].items():
+                    if gates.get("no_power"):
+                        lines += [f"Gates of `{kind}` not decisive for this exact method: {', '.join(gates['no_power'])} "
+                                  "— no population test can judge so few samples; the data is forgotten by "
+                                  "construction (retrained without it).", ""]
         for name, path in (m.get("reports") or {}).items():
             lines += [f"![{name}]({path})", ""]
     if "erasure" in cert:
         lines += _erasure_lines(cert["erasure"])
     lines += ["", f"Times: {json.dumps(cert.get('times', {}))}", ""]
     return "\n".join(lines)
+
+
+def _gate_result(g: dict[str, Any]) -> str:
+    if g["passed"]:
+        return "pass"
+    if g.get("utility"):
+        return "FAIL (utility)"
+    return "FAIL" if g.get("decisive", True) else "not met (not decisive)"
 
 
 def _retired_lines(retired: list[dict[str, Any]]) -> list[str]:

@@ -37,6 +37,7 @@ import mmap
 import os
 import stat
 import time
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -225,7 +226,9 @@ def _npy_array(buf: Any) -> np.ndarray | None:
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in readers:
         raise ValueError(f".npy format version {version} not supported")
-    shape, fortran, dtype = readers[version](head)
+    with warnings.catch_warnings():  # any file is scanned: numpy warns about Python-2-era headers, harmless here
+        warnings.simplefilter("ignore", UserWarning)
+        shape, fortran, dtype = readers[version](head)
     if dtype.hasobject:
         return None
     count = int(np.prod(shape)) if shape else 1

@@ -47,7 +47,7 @@ def test_quick_run_through_the_flow(tmp_path, monkeypatch):
     result = overhead.main(["--quick", "--no-probe", "--out-dir", str(tmp_path / "out")])
     assert set(result["batches"]) == {"subject", "class"}
     for b in result["batches"].values():
-        assert b["outcome"] == "registered", b
+        assert b["outcome"] == "REGISTERED", b
         assert abs(b["measured_s"] - b["wall_s"]) <= 0.05 * b["wall_s"] + 0.1   # every second accounted for
         assert b["seconds"]["prefect"] > 0 and b["seconds"]["mlflow"] > 0 and b["seconds"]["dvc"] > 0
         assert b["seconds"]["data"] > 0 and b["seconds"]["verification"] > 0

@@ -28,6 +28,24 @@ def test_an_exact_method_still_fails_a_privacy_gate():
     assert not missing.passed                            # a missing privacy metric never passes
 
 
+ITEM_GATES = {"forget_set_size": {"min": 100}, "mia_loss_auc": {"max": 0.61}, "test_accuracy_drop": {"max": 0.02}}
+
+
+def test_an_exact_methods_privacy_gates_decide_only_where_the_batch_has_power():
+    """On 18 samples a retrained model's MIA AUC is noise: an exact method's privacy gates are
+    reported there, not decisive; from the power gate's size on, the same value fails it."""
+    over = {"mia_loss_auc": 0.75, "test_accuracy_drop": 0.0}
+    small = check({**over, "forget_set_size": 18}, ITEM_GATES, exact=True)
+    assert small.passed and small.no_power == ["forget_set_size 18 < 100"]
+    assert {g.metric: g.decisive for g in small.gates} == {"forget_set_size": False, "mia_loss_auc": False,
+                                                           "test_accuracy_drop": False}
+    assert small.to_dict()["no_power"] == small.no_power
+    large = check({**over, "forget_set_size": 400}, ITEM_GATES, exact=True)
+    assert not large.passed and large.failed == ["mia_loss_auc"] and large.no_power == []
+    approximate = check({**over, "mia_loss_auc": 0.5, "forget_set_size": 18}, ITEM_GATES)
+    assert not approximate.passed and approximate.failed == ["forget_set_size"]  # never passes below the size
+
+
 def test_a_missing_utility_metric_is_flagged_not_silently_passed():
     verdict = check({"forget_accuracy": 0.0}, GATES, exact=True)
     assert verdict.passed and verdict.regressions == ["retained_test_accuracy_drop missing"]

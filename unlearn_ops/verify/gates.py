@@ -15,6 +15,10 @@ gates ask whether the model forgot, *utility* gates how much worse it got at wha
 doing. An approximate method must pass both. An exact method (retraining without the data) has
 forgotten by construction: it passes on its privacy gates, and a failed utility gate is a
 regression it is promoted with and reported, never a reason to keep the data in the served model.
+Where the batch fails a *power* gate (`POWER_GATES`: e.g. 18 samples < `forget_set_size` 100) no
+population test can judge the forget set — a retrained model's MIA AUC on 18 samples is noise — so
+an exact method's privacy gates are measured and reported there but do not decide (`no_power`);
+what vouches for it is its construction (tests/methods/test_sharded_retrain.py, test_retrain.py).
 
 A gate may also carry a `power_margin`: before an approximate method is certified, that gate must
 reject the model before unlearning (the champion) by at least the margin on the same forget set,
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -38,6 +42,7 @@ class GateResult:
     max: float | None
     passed: bool
     utility: bool = False    # a utility gate (UTILITY_GATES), not a privacy gate
+    decisive: bool = True    # whether it decides the verdict (`check`: not for every gate of an exact method)
 
     def shortfall(self) -> str:
         """The failure in a few words, e.g. "forget_set_size 18 < 100", "retain_rougeL_drop 0.0932 > 0.02"."""
@@ -74,9 +79,14 @@ class Verdict:
             return "no gates configured"
         return "PASS" if self.passed else "FAIL: " + "; ".join(g.describe() for g in self.gates if not g.passed)
 
+    @property
+    def no_power(self) -> list[str]:
+        """The power gates the batch failed, for an exact method: why its privacy gates did not decide."""
+        return [g.shortfall() for g in self.gates if not g.passed and g.metric in POWER_GATES and not g.decisive]
+
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "failed": self.failed, "regressions": self.regressions,
-                "gates": [asdict(g) for g in self.gates]}
+                "no_power": self.no_power, "gates": [asdict(g) for g in self.gates]}
 
 
 # Gates on whether the population tests *can* judge (statistical power), not on whether the model
@@ -96,13 +106,15 @@ UTILITY_GATES = frozenset({"retained_test_accuracy_drop", "test_accuracy_drop", 
 
 
 def for_method(cfg: Mapping[str, Mapping[str, float]], exact: bool) -> dict[str, Mapping[str, float]]:
-    """The gates `cfg` as they apply to a method: power gates dropped for exact methods."""
+    """The gates `cfg` as they stop a method before it runs (`precheck`): power gates dropped for
+    exact methods, which run whatever the batch's size."""
     return {k: v for k, v in cfg.items() if not (exact and k in POWER_GATES)}
 
 
 def check(metrics: Mapping[str, float], cfg: Mapping[str, Mapping[str, float]], exact: bool = False) -> Verdict:
-    """Every gate of `cfg` on `metrics`. Passed: all gates, or for an `exact` method all but the
-    utility gates (those it fails are its `regressions`)."""
+    """Every gate of `cfg` on `metrics`. Passed: all gates, or for an `exact` method its privacy
+    gates (a failed utility gate is a `regression`) — and none at all where the batch fails a power
+    gate (`no_power`: the privacy gates cannot judge so small a forget set)."""
     results = []
     for metric, bounds in cfg.items():
         _check_bounds(metric, bounds)
@@ -110,8 +122,10 @@ def check(metrics: Mapping[str, float], cfg: Mapping[str, Mapping[str, float]], 
         lo, hi = bounds.get("min"), bounds.get("max")
         ok = value is not None and (lo is None or value >= lo) and (hi is None or value <= hi)
         results.append(GateResult(metric, value, lo, hi, ok, utility=metric in UTILITY_GATES))
-    decisive = [r for r in results if not (exact and r.utility)]
-    return Verdict(all(r.passed for r in decisive), tuple(results))
+    if exact:
+        powerless = any(not r.passed for r in results if r.metric in POWER_GATES)
+        results = [replace(r, decisive=not (r.utility or r.metric in POWER_GATES or powerless)) for r in results]
+    return Verdict(all(r.passed for r in results if r.decisive), tuple(results))
 
 
 def _value(metrics: Mapping[str, float], metric: str) -> float | None:

@@ -22,7 +22,7 @@ from unlearn_ops.models.text import tokenized_splits
 from unlearn_ops.training import accuracy
 from unlearn_ops.verify import production_metrics
 from unlearn_ops.verify.gan import gan_production_metrics
-from unlearn_ops.verify.gates import Power, check, for_method, power
+from unlearn_ops.verify.gates import Power, check, power
 from unlearn_ops.verify.report import report_pngs
 from unlearn_ops.verify.utility import retained_class_part
 
@@ -87,13 +87,12 @@ def kind_splits(splits: Splits, classes: list[int], item_ids: set[str]) -> dict[
 def judge(metrics: Metrics, gates: Mapping[str, Mapping[str, Any]], kinds: Sequence[str],
           exact: bool) -> dict[str, dict[str, Any]]:
     """The verdict of each request kind's gates (as they apply to an exact or approximate method:
-    an exact one skips the power gates and passes on its privacy gates, `gates.check`)."""
+    an exact one passes on its privacy gates where the batch has power, `gates.check`)."""
     verdicts = {}
     for kind in sorted(set(kinds)):
         if kind not in gates:
             raise KeyError(f"no gates configured for request kind {kind!r} (the family's gate section in params.yaml)")
-        verdicts[kind] = check(metrics.get(metric_group(kind), {}), for_method(gates[kind], exact=exact),
-                               exact=exact).to_dict()
+        verdicts[kind] = check(metrics.get(metric_group(kind), {}), gates[kind], exact=exact).to_dict()
     return verdicts
 
 
