@@ -92,7 +92,9 @@ gpu-check: setup  ## on a CUDA machine: quick protocols + a batch on the GPU vs 
 
 ui: setup  ## Prefect UI on :4200 and MLflow UI on :5000 over the embedded state (Ctrl-C stops both)
 	@echo "Prefect UI: http://127.0.0.1:4200   MLflow UI: http://127.0.0.1:5000"
-	@trap 'kill 0' INT TERM EXIT; \
+	@# stop the two servers, once: `kill 0` here signalled this shell too, re-entered the trap and
+	@# ended in a segmentation fault (stack overflow) on every Ctrl-C
+	@trap 'trap - INT TERM EXIT; kill $$(jobs -p) 2>/dev/null; wait; echo "UIs stopped"; exit 0' INT TERM EXIT; \
 	 $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200 & \
 	 $(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host 127.0.0.1 --port 5000 --workers 1 & \
 	 wait
