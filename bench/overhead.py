@@ -278,13 +278,17 @@ def workspace(root: Path, quick: bool) -> tuple[Path, str, dict[str, Any]]:
 
 
 def requests_for(root: Path, model: str, dataset: str) -> dict[str, dict[str, Any]]:
-    """One subject (the first with ≥ 10 samples, none in the deleted class) and one class (Dress / 3)."""
+    """One subject (the first with ≥ 10 samples, none in the deleted class, outside a sharded
+    build's warm-start pool: the everyday request) and one class (Dress / 3, else the first left)."""
     from unlearn_ops.data.store import SampleStore
+    from unlearn_ops.models.sharded import POOL, ShardMap
 
     store = SampleStore(root / "data" / "store" / dataset)
-    klass = 3
     idx = store.index.loc[store.active_ids()]
-    idx = idx[idx.subject_id != ""]
+    klass = 3 if (idx.label == 3).any() else int(sorted(idx.label.unique())[0])
+    train = yaml.safe_load((root / "params.yaml").read_text())["train"]
+    pooled = ShardMap.assign(list(idx.index), idx.subject_id.tolist(), 1, 1, float(train.get("pool_fraction") or 0))
+    idx = idx[(idx.subject_id != "") & (pooled.shard != POOL)]
     sizes = idx.groupby("subject_id").label.agg(size="size", has_class=lambda y: bool((y == klass).any()))
     fits = sizes[(sizes["size"] >= 10) & ~sizes["has_class"]].sort_index()
     if fits.empty:
