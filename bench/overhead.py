@@ -326,6 +326,17 @@ def temporary_server_cost(api_url: str, home: Path) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------- the run
+def drain_prefect_workers(timeout_s: float = 30.0) -> None:
+    """Send the queued run logs and events while the server still runs. Left alone, the workers
+    outlive it and keep reconnecting to a closed port: the process spun after writing its results,
+    and a test run in the same process hung in the next flow that paused for input."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)
+
+
 def run(quick: bool, work: Path, probe: bool = True) -> dict[str, Any]:
     from flows.server import prefect_server
 
@@ -350,6 +361,7 @@ def run(quick: bool, work: Path, probe: bool = True) -> dict[str, Any]:
             batches[kind] = {**breakdown(timers, wall), "outcome": cert.get("outcome"),
                              "methods": [f"{a.get('method')}: {a.get('status')}" for a in attempts]}
             print(f"{kind}: {wall:.1f} s, orchestration {batches[kind]['orchestration_share']:.1%}", flush=True)
+        drain_prefect_workers()
     return {"quick": quick, "model": info, "server_start_s": round(server_start, 2), "temporary_server": temporary,
             "batches": batches, "goal": GOAL, "load": load_record(),
             "verdicts": {f"{k}: orchestration <= {GOAL:.0%} (warm server)": v["goal_met"] for k, v in batches.items()}}

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from bench import overhead
-from bench import references as refs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_self_times_add_up_and_nested_calls_are_not_counted_twice():
@@ -39,12 +44,19 @@ def test_instrumenting_is_undone():
     assert (Flow.__call__, Task.__call__, SampleStore.splits) == before
 
 
-def test_quick_run_through_the_flow(tmp_path, monkeypatch):
-    monkeypatch.setattr(refs, "CACHE", tmp_path / "cache")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///unused.db")   # restored after the test
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "unused"))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    result = overhead.main(["--quick", "--no-probe", "--out-dir", str(tmp_path / "out")])
+def test_quick_run_through_the_flow(tmp_path):
+    """In a process of its own, as `python -m bench overhead` runs: it starts and stops a Prefect
+    server and points MLflow and Prefect at its own folders, none of which may reach the tests
+    after it (in this process it once left a later test's paused flow hanging)."""
+    code = ("from pathlib import Path\nfrom bench import overhead, references as refs\n"
+            f"refs.CACHE = Path({str(tmp_path / 'cache')!r})\n"
+            f"overhead.main(['--quick', '--no-probe', '--out-dir', {str(tmp_path / 'out')!r}])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'unused.db'}", PREFECT_HOME=str(tmp_path / "unused"))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "overhead.json").read_text())
     assert set(result["batches"]) == {"subject", "class"}
     for b in result["batches"].values():
         assert b["outcome"] == "REGISTERED", b
