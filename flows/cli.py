@@ -161,7 +161,7 @@ def batch_run(batch_id: str | None = typer.Option(None, "--batch-id", help="resu
     _servers_answer()
     from flows.deletion_batch import deletion_batch
 
-    result = deletion_batch(batch_id=batch_id, root=str(root) if root else None, wait_for_approval=wait)
+    result = deletion_batch(batch_id=batch_id or "", root=str(root) if root else None, wait_for_approval=wait)
     if any(b.get("state") == "failed" for b in result.get("batches") or [result]):
         raise typer.Exit(2)
 
