@@ -3,15 +3,13 @@ thread so that exact retraining can be compared weight for weight."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import torch
+from contextlib import AbstractContextManager
 
 from tests.conftest import TINY_SPEC
 from unlearn_ops.data.store import SampleStore
 from unlearn_ops.models.sharded import ShardedEnsemble, ShardMap
 from unlearn_ops.sharding import MemberSchedule, train_ensemble
+from unlearn_ops.utils import torch_threads
 
 SHARDS, SLICES = 3, 3
 SCHEDULE = {"epochs": 6, "lr": 3e-3, "batch_size": 64, "seed": 0}  # the sharded build's `train` schedule
@@ -19,15 +17,9 @@ POOLED = {**SCHEDULE, "pool_epochs": 5}                              # ... with 
 POOL_FRACTION = 0.2
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
+def one_thread() -> AbstractContextManager[None]:
     """Bit-identical training needs the same kernels in the same order: one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def shard_map(store: SampleStore, ids: list[str] | None = None, shards: int = SHARDS, slices: int = SLICES,

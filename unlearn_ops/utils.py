@@ -92,6 +92,17 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 @contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
 def timer() -> Iterator[dict[str, float]]:
     """`with timer() as t: ...; t["seconds"]` — wall-clock seconds of the block."""
     out: dict[str, float] = {}

@@ -9,7 +9,7 @@ its `Config` checks its own values in `__post_init__` (ValueError), and `unlearn
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -91,3 +91,9 @@ def require_model(model: Any, cls: type, needs: str) -> None:
     "gan_retrain retrains a GAN container"."""
     if not isinstance(model, cls):
         raise NotApplicable(f"{needs}, not {type(model).__name__}")
+
+
+def require_retain(retain: Sized, method: str) -> None:
+    """NotApplicable when a method that trains on the retain set has none to train on."""
+    if len(retain) == 0:
+        raise NotApplicable(f"{method}: the retain set is empty, there is nothing to train on")

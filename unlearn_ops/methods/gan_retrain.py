@@ -16,19 +16,17 @@ from typing import Any
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods.base import (
     ALL_KINDS,
-    NotApplicable,
     UnlearnResult,
     build_values,
     check_positive,
     fresh_copy,
     require_model,
+    require_retain,
 )
 from unlearn_ops.models.gan import GAN, GanTrainConfig, init_weights, train_gan
 from unlearn_ops.training import TrainConfig, fit, reinitialize
 
-# Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
-# to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
-EXACT = True
+EXACT = True  # the result never saw the forget set (what that changes in verification: verify.gates)
 REQUEST_KINDS = ALL_KINDS
 
 
@@ -66,8 +64,7 @@ def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
 
 def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     require_model(model, GAN, "gan_retrain retrains a GAN container")
-    if len(splits.retain) == 0:
-        raise NotApplicable("gan_retrain: the retain set is empty, there is nothing to train on")
+    require_retain(splits.retain, "gan_retrain")
     gan = init_weights(fresh_copy(model), cfg.seed)
     logs: list[str] = []
     details: dict = {"retain_size": len(splits.retain)}

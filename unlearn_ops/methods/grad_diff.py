@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import mean_nll, text_set, trainable_copy, unlearning_loop
-from unlearn_ops.methods.base import ITEM_KINDS, UnlearnResult, check_positive, require_model
+from unlearn_ops.methods.base import ITEM_KINDS, UnlearnResult, require_model
+from unlearn_ops.methods.grad_ascent import Config as GradAscentConfig
 from unlearn_ops.models.lm import CausalLM
 
 EXACT = False
@@ -20,19 +21,11 @@ REQUEST_KINDS = ITEM_KINDS  # a person's or chosen QA pairs; LMs have no classes
 
 
 @dataclass(frozen=True)
-class Config:
-    epochs: int = 5             # passes over the forget set
-    lr: float = 1e-4            # AdamW learning rate of the top blocks
-    batch_size: int = 8         # forget QA pairs per step
+class Config(GradAscentConfig):
+    # grad_ascent's schedule (epochs, lr, batch_size, max_len, grad_clip, seed), plus the retain term
     retain_batch_size: int = 8  # retain QA pairs drawn with every forget batch
     gamma: float = 1.0          # weight of the forget (ascent) term
     alpha: float = 1.0          # weight of the retain NLL term
-    max_len: int = 64           # tokens per QA pair
-    grad_clip: float = 1.0      # max gradient norm per step
-    seed: int = 0               # data order
-
-    def __post_init__(self) -> None:
-        check_positive(self, "epochs", "lr", "batch_size", "max_len")
 
 
 def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:

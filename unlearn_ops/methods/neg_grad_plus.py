@@ -27,14 +27,7 @@ from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods._loops import paired_batches, schedule_steps, take, trainable
-from unlearn_ops.methods.base import (
-    ALL_KINDS,
-    NotApplicable,
-    UnlearnResult,
-    check_choices,
-    check_positive,
-    fresh_copy,
-)
+from unlearn_ops.methods.base import ALL_KINDS, NotApplicable, UnlearnResult, check_choices, check_positive, fresh_copy
 from unlearn_ops.training import OPTIMIZERS, TrainConfig, accuracy, make_optimizer
 from unlearn_ops.utils import resolve_device
 from unlearn_ops.verify.mia import matched_nonmembers

@@ -19,6 +19,7 @@ from unlearn_ops.data.facts import texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.lm_training import mean_nll, sequence_logprob, text_set, trainable_copy, unlearning_loop
 from unlearn_ops.methods.base import ITEM_KINDS, UnlearnResult, check_positive, require_model
+from unlearn_ops.methods.grad_diff import Config as GradDiffConfig
 from unlearn_ops.models.lm import CausalLM, scored_logprobs
 
 EXACT = False
@@ -26,20 +27,14 @@ REQUEST_KINDS = ITEM_KINDS  # a person's or chosen QA pairs; LMs have no classes
 
 
 @dataclass(frozen=True)
-class Config:
-    epochs: int = 5             # passes over the forget set
-    lr: float = 1e-4            # AdamW learning rate of the top blocks
-    batch_size: int = 8         # forget QA pairs per step
-    retain_batch_size: int = 8  # retain QA pairs drawn with every forget batch (0 = plain NPO)
+class Config(GradDiffConfig):
+    # grad_diff's schedule and retain term (retain_batch_size 0 = plain NPO; gamma weighs the NPO
+    # term), plus NPO's temperature
     beta: float = 0.1           # NPO inverse temperature (OpenUnlearning default)
-    gamma: float = 1.0          # weight of the NPO term
-    alpha: float = 1.0          # weight of the retain NLL term
-    max_len: int = 64           # tokens per QA pair
-    grad_clip: float = 1.0      # max gradient norm per step
-    seed: int = 0               # data order
 
     def __post_init__(self) -> None:
-        check_positive(self, "epochs", "lr", "batch_size", "max_len", "beta")
+        super().__post_init__()
+        check_positive(self, "beta")
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:

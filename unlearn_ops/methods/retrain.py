@@ -15,9 +15,7 @@ from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods.base import ALL_KINDS, UnlearnResult, build_values, check_choices, check_positive, fresh_copy
 from unlearn_ops.training import OPTIMIZERS, TrainConfig, fit, reinitialize
 
-# Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
-# to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
-EXACT = True
+EXACT = True  # the result never saw the forget set (what that changes in verification: verify.gates)
 REQUEST_KINDS = ALL_KINDS
 
 

@@ -19,19 +19,17 @@ from typing import Any
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.methods.base import (
     ALL_KINDS,
-    NotApplicable,
     UnlearnResult,
     build_values,
     check_positive,
     fresh_copy,
     require_model,
+    require_retain,
 )
 from unlearn_ops.models.text import TextClassifier, fit_head
 from unlearn_ops.training import TrainConfig
 
-# Exact unlearning: the result never saw the forget set, so no statistical evidence is needed
-# to accept it (gates of `unlearn_ops.verify.gates.POWER_GATES` do not apply).
-EXACT = True
+EXACT = True  # the result never saw the forget set (what that changes in verification: verify.gates)
 REQUEST_KINDS = ALL_KINDS
 
 
@@ -55,8 +53,7 @@ def schedule_from_build(build: Mapping[str, Any]) -> dict[str, Any]:
 
 def unlearn(model: TextClassifier, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
     require_model(model, TextClassifier, "text_retrain refits the head of a TextClassifier")
-    if len(splits.retain) == 0:
-        raise NotApplicable("text_retrain: the retain set is empty, there is nothing to train on")
+    require_retain(splits.retain, "text_retrain")
     new = fresh_copy(model)
     logs: list[str] = []
     fit_head(new, splits.retain, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,

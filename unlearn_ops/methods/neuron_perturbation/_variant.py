@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from unlearn_ops.methods.neuron_perturbation.path import PathEdit, edit_tensors, edited_acts, path_masks
 from unlearn_ops.methods.neuron_perturbation.rows import RoleActs
+from unlearn_ops.utils import torch_threads
 
 if TYPE_CHECKING:
     from unlearn_ops.methods.neuron_perturbation import Config
@@ -30,12 +31,8 @@ def one_cpu_thread(device: torch.device) -> Iterator[None]:
     if device.type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 def stop_k_p(cfg: Config, c: int, order: np.ndarray, acts: torch.Tensor, head: nn.Linear,
              pen_b: torch.Tensor | None, num_classes: int) -> int:
