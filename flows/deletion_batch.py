@@ -53,7 +53,7 @@ from tasks.batch import (
     regression_note,
 )
 from tasks.certificate import append_to_audit, copy_figures, erasure_summary, issue_certificate, summary_table
-from tasks.erasure import collect_task, delete_work_task, erasure_scan_task
+from tasks.erasure import collect_task, delete_builds_task, delete_work_task, erasure_scan_task
 from tasks.faults import fault_point
 from tasks.forget_set import apply_deletion_task, extract_task, relative
 from tasks.intake import intake_task
@@ -216,8 +216,9 @@ def forget_in_model(ws: Workspace, steps: Progress, forget_set: ForgetSet, work:
 def erase(ws: Workspace, steps: Progress, reports: list[ModelReport]) -> Erasure:
     """After every model's deletion is applied and committed (docs/erasure.md): the superseded DVC
     objects holding forgotten samples are deleted from cache and remotes, retired weights whose
-    grace period ended are deleted, the batch work folders' weights (pre-deletion champion,
-    attempts) go, and the erasure scan searches everything the project keeps: 0 copies expected."""
+    grace period ended are deleted, and so is a build output holding them (`models/<name>`), the
+    batch work folders' weights (pre-deletion champion, attempts) go, and the erasure scan searches
+    everything the project keeps for the forgotten samples and the deleted weights: 0 copies expected."""
     root, batch_id = str(ws.root), steps.batch_id
     applied = [r.model for r in reports if r.outcome == "registered"]
 
@@ -230,11 +231,12 @@ def erase(ws: Workspace, steps: Progress, reports: list[ModelReport]) -> Erasure
 
     collected = step("collection", lambda: collect_task(root, batch_id, applied) if applied else {})
     expired = step("expiry", lambda: purge_expired_task(sorted(ws.served_models())))
+    builds_deleted = step("build_outputs", lambda: delete_builds_task(root))
     work_deleted = step("work_folders", lambda: delete_work_task(
         root, sorted(set(steps.ledger.open_batches()) - {batch_id})))
     scan = step("erasure_scan", lambda: erasure_summary(ws, batch_id, erasure_scan_task(root, batch_id, applied))
                 if applied else None, deletes=False)
-    return Erasure(collected, expired, work_deleted, scan)
+    return Erasure(collected, expired, work_deleted, scan, builds_deleted)
 
 
 def certify(ws: Workspace, steps: Progress, reports: list[ModelReport], erasure: Erasure,

@@ -221,12 +221,14 @@ class ModelReport(Record):
 class Erasure(Record):
     """What the batch removed beyond the active store, and the scan that checks nothing is left
     (docs/erasure.md): superseded DVC objects collected, retired weights whose grace period ended,
-    the batch work folders' weights, and the erasure scan's summary (None: nothing was applied)."""
+    the batch work folders' weights, the erasure scan's summary (None: nothing was applied), and
+    the build outputs that held deleted weights."""
 
     collected: dict[str, Any] = field(default_factory=dict)          # tasks.versioning.collect_superseded
     expired: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> weights deleted
     work_deleted: list[str] = field(default_factory=list)           # var/batches/... folders removed
     scan: dict[str, Any] | None = None                               # tasks.certificate.erasure_summary
+    builds_deleted: list[dict[str, Any]] = field(default_factory=list)  # tasks.erasure.delete_stale_builds
 
 
 # ------------------------------------------------------------------------------ progress

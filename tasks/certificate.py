@@ -43,7 +43,8 @@ def erasure_summary(ws: Workspace, batch_id: str, result: dict[str, Any]) -> dic
                             for c in loc["copies"] if c["sample_ids"]]}
                  for loc in result["locations"]]
     return {"passed": result["passed"], "copies": result["copies"], "expected": result["expected"],
-            "samples": result["samples"], "byte_searchable": result["byte_searchable"],
+            "samples": result["samples"], "weight_files": len(result.get("files_searched_for", [])),
+            "byte_searchable": result["byte_searchable"],
             "hash_only": len(result["unsearchable"]), "identical_to_retained": len(result["identical_to_retained"]),
             "locations": locations, "not_scanned": result["not_scanned"], "outside_reach": result["outside_reach"],
             "seconds": result["seconds"], "detail": str(detail.relative_to(ws.certificates)),

@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlparse
 
 from prefect import task
 
-from tasks.versioning import collect_superseded, dvc_storage
+from tasks.registry import WEIGHT_SUFFIXES
+from tasks.retention import deleted_weight_files
+from tasks.versioning import collect_superseded, delete_output, dvc_outputs, dvc_storage
 from tasks.workspace import Workspace
 from unlearn_ops.data.sources import (
     FMNIST_SYSTEM_DIR,
@@ -33,6 +35,7 @@ from unlearn_ops.data.sources import (
 )
 from unlearn_ops.data.store import SampleStore, StoreError, row_bytes
 from unlearn_ops.erasure import Location, Sample, scan
+from unlearn_ops.utils import sha256_file
 
 log = logging.getLogger(__name__)
 WEIGHT_FOLDERS = ("champion", "attempt-")  # var/batches/<id>/<model>/…: pre-deletion and candidate weights
@@ -287,7 +290,8 @@ def erasure_scan(ws: Workspace, batch_id: str, models: list[str] | None = None) 
     samples, content = forget_samples(ws, batch_id, models)
     locations, notes = erasure_locations(ws)
     parts = _parts(ws, batch_id, models)
-    result = _relative(scan(samples, locations, retained_twins(ws, parts)), ws.root)
+    weights = deleted_weight_files(ws.served_models())
+    result = _relative(scan(samples, locations, retained_twins(ws, parts), files=weights), ws.root)
     datasets = sorted({part["dataset"] for part in parts.values()})
     upstream_notes = [{"path": UPSTREAM_SOURCES.get(d, f"the source of data set {d}"), "status": "outside reach",
                        "reason": f"{UPSTREAM}: where the {d} samples come from"} for d in datasets]
@@ -307,7 +311,9 @@ def erasure_scan_task(root: str, batch_id: str, models: list[str] | None = None)
 def format_erasure(result: dict[str, Any]) -> str:
     """Per-location counts, for the CLI and the certificate's Markdown."""
     lines = [f"erasure scan of {result['batch_id']}: {result['samples']} forgotten samples "
-             f"({result['byte_searchable']} searchable by bytes, all by hash) — "
+             f"({result['byte_searchable']} searchable by bytes, all by hash)"
+             + (f" and {len(result['files_searched_for'])} deleted weight files (by hash)"
+                if result.get("files_searched_for") else "") + " — "
              f"{'PASS' if result['passed'] else 'FAIL'}: {result['copies']} copies found, {result['expected']} expected"]
     for loc in result["locations"]:
         state = "missing" if not loc["exists"] else f"{loc['files']} files, {loc['bytes'] / 2**20:.1f} MiB"
@@ -347,6 +353,38 @@ def delete_work_weights(ws: Workspace, keep: set[str] | frozenset[str] = frozens
     return removed
 
 
+# ------------------------------------------------------------------ build outputs
+def build_outputs(ws: Workspace) -> list[str]:
+    """Where builds leave models: DVC outputs (dvc.yaml stages, `dvc add`), `models/<name>` whether
+    DVC tracks it or not, and any params section's `model_dir` (the LM's `llm.model_dir`)."""
+    models = ws.root / "models"
+    found = set(dvc_outputs(ws.root))
+    found |= {p.relative_to(ws.root).as_posix() for p in models.iterdir()} if models.is_dir() else set()
+    found |= {str(v["model_dir"]) for v in ws.params.values() if isinstance(v, dict) and v.get("model_dir")}
+    return sorted(found)
+
+
+def stale_build_outputs(ws: Workspace, weights: dict[str, str]) -> dict[str, str]:
+    """Build outputs holding a weight file whose registered version's weights were deleted, i.e.
+    a model trained on data since forgotten: path -> why."""
+    stale = {}
+    for rel in build_outputs(ws):
+        folder = ws.root / rel
+        files = sorted(folder.rglob("*")) if folder.is_dir() else [folder]
+        for f in files:
+            if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES) and (why := weights.get(sha256_file(f))):
+                stale[rel] = why
+                break
+    return stale
+
+
+def delete_stale_builds(ws: Workspace) -> list[dict[str, Any]]:
+    """Delete every build output holding deleted weights from the workspace, the DVC cache and
+    local remotes (`dvc repro` rebuilds it from the current data)."""
+    stale = stale_build_outputs(ws, deleted_weight_files(ws.served_models()))
+    return [{**delete_output(ws.root, rel), "holds": why} for rel, why in sorted(stale.items())]
+
+
 # ------------------------------------------------------------------ the deletion batch's steps
 @task(name="collect-superseded", retries=1, retry_delay_seconds=2)
 def collect_task(root: str, batch_id: str, models: list[str]) -> dict[str, Any]:
@@ -360,3 +398,8 @@ def collect_task(root: str, batch_id: str, models: list[str]) -> dict[str, Any]:
 @task(name="delete-work-weights", retries=1, retry_delay_seconds=2)
 def delete_work_task(root: str, keep: list[str]) -> list[str]:
     return delete_work_weights(Workspace.at(root), set(keep))
+
+
+@task(name="delete-stale-builds", retries=1, retry_delay_seconds=2)
+def delete_builds_task(root: str) -> list[dict[str, Any]]:
+    return delete_stale_builds(Workspace.at(root))

@@ -16,8 +16,8 @@ FAULT_ENV = "UNLEARN_FAULT_AFTER"
 # Every boundary, in the order a batch passes them (attempts and model steps once per method / model;
 # `<method>` and the model name are appended after a colon where the flow passes them).
 BOUNDARIES = ("intake", "claim", "extract", "dvc_version", "champion", "attempt", "verify", "register",
-              "promote", "purge", "dvc_commit", "retirement", "report", "collection", "expiry", "work_folders",
-              "erasure_scan", "certificate", "audit", "close")
+              "promote", "purge", "dvc_commit", "retirement", "report", "collection", "expiry", "build_outputs",
+              "work_folders", "erasure_scan", "certificate", "audit", "close")
 
 
 def fault_point(name: str, detail: str | None = None) -> None:

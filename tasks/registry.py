@@ -6,6 +6,7 @@ version carries lineage tags (base version, batch, requests, forget-set hash, me
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -60,12 +61,25 @@ def ensure_experiment(name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+# Files that hold a model's weights (a retired version's are deleted; the erasure scan searches for them).
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf", ".onnx", ".h5", ".npz", ".npy")
+WEIGHT_FILES_TAG = "weight_files_sha256"  # JSON {file in the model folder: sha256}, on every version
+
+
+def weight_files(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of every weight file in a model folder, by its path inside the folder."""
+    d = Path(model_dir)
+    return {p.relative_to(d).as_posix(): sha256_file(p) for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)}
+
+
 def log_and_register(model_dir: str | Path, *, name: str, family: str, experiment: str, run_name: str,
                      params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                      tags: dict[str, str] | None = None, artifacts: Sequence[str | Path] = ()) -> str:
     """Log `model_dir` (what the family saves) as a pyfunc model (the code that serves its
     `family`, tasks/families.py) and register a new version of `name`; returns the version number."""
     served = serving(family)
+    tags = {WEIGHT_FILES_TAG: json.dumps(weight_files(model_dir), sort_keys=True), **(tags or {})}
     exp_id = ensure_experiment(experiment)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         if params:
@@ -74,16 +88,16 @@ def log_and_register(model_dir: str | Path, *, name: str, family: str, experimen
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         for path in artifacts:
             mlflow.log_artifact(str(path))
-        mlflow.set_tags(tags or {})
+        mlflow.set_tags(tags)
         example, signature = served.example(model_dir)
         info = mlflow.pyfunc.log_model(name="model", python_model=str(served.pyfunc),
                                        artifacts={"model_dir": str(model_dir)}, signature=signature,
                                        input_example=example, pip_requirements=served.requirements())
-        version = mlflow.register_model(info.model_uri, name, tags=tags or {})
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
         log.info("registered %s version %s (run %s)", name, version.version, run.info.run_id)
     client = MlflowClient(tracking_uri())
     client.update_registered_model(name, description=served.description(name))
-    client.update_model_version(name, version.version, description=version_description(tags or {}))
+    client.update_model_version(name, version.version, description=version_description(tags))
     return str(version.version)
 
 

@@ -31,12 +31,11 @@ from mlflow import MlflowClient
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from prefect import task
 
-from tasks.registry import is_registered, retired_message, tracking_uri
+from tasks.registry import WEIGHT_FILES_TAG, WEIGHT_SUFFIXES, is_registered, retired_message, tracking_uri
 
 log = logging.getLogger(__name__)
 RETIRED_FILE = "RETIRED.json"
 TOMBSTONE = Path(__file__).with_name("pyfunc_retired.py")
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".gguf", ".onnx", ".h5", ".npz", ".npy")
 
 
 def grace_days_for(params: dict[str, Any], kinds: Iterable[str]) -> int:
@@ -152,6 +151,37 @@ def purge_expired(model: str, now: datetime | None = None) -> list[dict[str, Any
             continue
         out.append({"version": str(mv.version), "deleted": _delete_weights(client, model, mv)})
     return out
+
+
+def _weight_files_of(tags: dict[str, str]) -> dict[str, str]:
+    """A version's weight files (file -> sha256); versions registered before they were recorded
+    give their build's `weights_sha256`."""
+    if tags.get(WEIGHT_FILES_TAG):
+        return json.loads(tags[WEIGHT_FILES_TAG])
+    return {"model.safetensors": tags["weights_sha256"]} if tags.get("weights_sha256") else {}
+
+
+def deleted_weight_files(models: Iterable[str]) -> dict[str, str]:
+    """sha256 -> what it was, for every weight file of a version whose weights were deleted: no
+    copy of them may remain anywhere the project keeps things (the erasure scan searches for them).
+    A file that a version still kept holds byte for byte is not one of them: it is what that version
+    serves (e.g. a sharded model's checkpoints before the retrained slice, which never saw the
+    forgotten samples)."""
+    client = _client()
+    deleted: dict[str, str] = {}
+    kept: set[str] = set()
+    for model in models:
+        if not is_registered(model):
+            continue
+        for mv in client.search_model_versions(f"name = '{model}'"):
+            tags = dict(mv.tags or {})
+            files = _weight_files_of(tags)
+            if not tags.get("weights_deleted_at"):
+                kept.update(files.values())
+                continue
+            deleted.update({sha: f"{model} v{mv.version} weights ({f}), deleted {tags['weights_deleted_at']}"
+                            for f, sha in files.items()})
+    return {sha: what for sha, what in deleted.items() if sha not in kept}
 
 
 # ------------------------------------------------------------------ the deletion batch's steps

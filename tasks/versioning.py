@@ -11,8 +11,10 @@ deletes exactly the cache and remote objects the erasure scan finds holding forg
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -71,20 +73,22 @@ def track(root: Path, path: Path) -> str:
     return meta["outs"][0]["md5"]
 
 
-def push(root: Path) -> bool:
-    """Push to the default remote; False (with a log line) when none is configured."""
+def push(root: Path, paths: Sequence[str] = ()) -> bool:
+    """Push `paths` (a batch pushes what it just versioned, not every output: a stage never built,
+    or one whose version was deleted on purpose, would warn on every push; none: everything) to the
+    default remote; False (with a log line) when none is configured."""
     config = Path(root) / ".dvc" / "config"
     if "remote =" not in (config.read_text() if config.is_file() else ""):
         log.warning("no default DVC remote configured: versions stay in the local cache only")
         return False
-    dvc(Path(root), "push", "-q")
+    dvc(Path(root), "push", "-q", *paths)
     return True
 
 
 @task(name="dvc-version", retries=2, retry_delay_seconds=3)
 def version_task(root: str, paths: list[str]) -> dict[str, str]:
     versions = {p: track(Path(root), Path(root) / p) for p in paths}
-    push(Path(root))
+    push(Path(root), paths)
     return versions
 
 
@@ -113,19 +117,90 @@ def dvc_storage(root: Path) -> DvcStorage:
         return DvcStorage(Path(repo.cache.local_cache_dir), remotes, elsewhere, Path(repo.site_cache_dir))
 
 
-def used_objects(root: Path) -> set[str]:
-    """md5s of every object the current workspace version needs (directory manifests expanded)."""
+def used_objects(root: Path, skip: str | None = None) -> set[str]:
+    """md5s of every object the current workspace version needs (directory manifests expanded);
+    `skip`: but not those of this output (a project-relative path)."""
     from dvc.repo import Repo
     from dvc_data.hashfile.tree import Tree
 
     with Repo(str(root)) as repo:
         used: set[str] = set()
-        for objs in repo.used_objs(force=True).values():
-            for h in objs:
-                used.add(h.value)
-                if h.isdir:
-                    used.update(hi.value for _, _, hi in Tree.load(repo.cache.local, h))
+        for out in repo.index.outs:
+            if (skip is not None and out.def_path == skip) or not out.use_cache or not out.hash_info:
+                continue  # skipped, not cached (metrics), or never built (no version to keep)
+            if out.hash_info.isdir and not repo.cache.local.exists(out.hash_info.value):
+                continue  # a deleted version's manifest: nothing of it is left to keep
+            for objs in out.get_used_objs(force=True).values():
+                for h in objs:
+                    used.add(h.value)
+                    if h.isdir:
+                        used.update(hi.value for _, _, hi in Tree.load(repo.cache.local, h))
         return used
+
+
+def dvc_outputs(root: Path) -> list[str]:
+    """Project-relative paths of every cached DVC output (stage `outs` and `dvc add`ed data)."""
+    if not (Path(root) / ".dvc").is_dir():
+        return []
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return sorted({out.def_path for out in repo.index.outs if out.use_cache})
+
+
+def delete_output(root: Path, rel: str) -> dict[str, Any]:
+    """Delete an output (a stage's `outs` path, or any project folder) from the workspace, the DVC
+    cache and every local remote, keeping any object another output still uses. Its stage then shows as
+    changed, and `dvc repro` rebuilds it from the current data; the old version is unrestorable
+    on purpose (it held weights trained on forgotten data: docs/erasure.md)."""
+    from dvc.repo import Repo
+
+    root = Path(root)
+    folder = root / rel
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()] if folder.is_dir() else (
+        [folder] if folder.is_file() else [])
+    removed: list[dict[str, str]] = []
+    freed = 0
+    if not (root / ".dvc").is_dir():
+        _remove(folder)
+        return {"path": rel, "files": len(files), "removed": removed, "bytes_freed": freed, "remotes_not_collected": {}}
+    objects = {md5_file(p) for p in files}  # DVC 3 names a file's object by the md5 of its bytes
+    storage = dvc_storage(root)
+    with Repo(str(root)) as repo:
+        out = next((o for o in repo.index.outs if o.def_path == rel), None)
+        if out is not None and out.hash_info and out.hash_info.value:
+            objects.add(out.hash_info.value)  # the folder's `.dir` manifest, as dvc.lock names it
+        odbs = {"DVC cache": repo.cache.local}
+        odbs.update({f"DVC remote {n}": repo.cloud.get_remote_odb(n, hash_name="md5") for n in storage.remotes})
+        objects -= used_objects(root, skip=rel)
+        for where, odb in odbs.items():
+            for oid in sorted(objects):
+                path = Path(odb.oid_to_path(oid))
+                if path.is_file():
+                    freed += path.stat().st_size
+                    path.unlink()
+                    removed.append({"location": where, "path": str(path), "md5": oid})
+    _remove(folder)
+    if any(e["location"] != "DVC cache" for e in removed):
+        _forget_remote_indexes(root, storage)
+    log.info("deleted DVC output %s: %d files, %d objects (%d bytes)", rel, len(files), len(removed), freed)
+    return {"path": rel, "files": len(files), "removed": removed, "bytes_freed": freed,
+            "remotes_not_collected": storage.elsewhere}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _object_id(path: Path) -> str | None:

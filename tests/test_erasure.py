@@ -178,3 +178,19 @@ def test_a_twin_of_a_kept_sample_is_named_not_counted(store, forget):
     (copy,) = result["locations"][0]["copies"]
     assert copy["twin_ids"] == [twin] and twin not in copy["sample_ids"]
     assert result["copies"] == len(forget) - 1 and result["identical_to_retained"] == {twin: ["digits/test/000001"]}
+
+
+def test_whole_files_are_found_by_hash_wherever_they_are(tmp_path):
+    """Deleted weights are searched by their sha256: a copy anywhere fails the scan, a file that
+    differs in one byte is not a copy."""
+    weights = os.urandom(5000)
+    label = "m v1 weights (model.safetensors)"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "copy.safetensors").write_bytes(weights)
+    (tmp_path / "a" / "other.bin").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    found = scan([], [Location("here", tmp_path)], files={sha256_bytes(weights): label})
+    assert not found["passed"] and found["copies"] == 1 and found["files_searched_for"] == [label]
+    assert copies(found) == {"copy.safetensors": [label]}
+    assert found["locations"][0]["copies"][0]["how"] == "whole file"
+    (tmp_path / "a" / "copy.safetensors").unlink()
+    assert scan([], [Location("here", tmp_path)], files={sha256_bytes(weights): label})["passed"]

@@ -126,13 +126,16 @@ def _erasure_lines(e: dict[str, Any]) -> list[str]:
         lines += ["No deletion was applied in this batch, so nothing was erased: the data stays as it was.", ""]
     else:
         lines += [f"- Erasure scan: **{'PASS' if scan['passed'] else 'FAIL'}** — {scan['copies']} copies of the "
-                  f"{scan['samples']} forgotten samples found, {scan['expected']} expected ({scan['seconds']} s; "
+                  f"{scan['samples']} forgotten samples" + (f" and {scan['weight_files']} deleted weight files"
+                                                             if scan.get("weight_files") else "")
+                  + f" found, {scan['expected']} expected ({scan['seconds']} s; "
                   f"full result `{scan['detail']}`, sha256 `{scan['detail_sha256']}`). Searched by content hash, "
                   f"and by raw bytes for {scan['byte_searchable']} of them.", "",
                   "| location | path | files | copies | not searched |", "|---|---|---|---|---|"]
         lines += [f"| {loc['name']} | `{loc['path']}` | {loc['files'] if loc['exists'] else 'missing'} | "
                   f"{loc['copies']} | {loc['not_searched']} |" for loc in scan["locations"]]
-        lines += [""] + [f"- Copy found: `{f['path']}`: {f['samples']} samples ({f['how']})"
+        lines += [""] + [f"- Copy found: `{f['path']}`: " + ("weights of a deleted model version" if f["how"] == "whole file"
+                                                              else f"{f['samples']} samples ({f['how']})")
                          for loc in scan["locations"] for f in loc["found"]]
         lines += [f"- {n['path']}: {n['reason']}" for n in scan["outside_reach"]]  # the reason says outside reach
         lines += [f"- Not scanned: {n['path']} — {n['reason']}" for n in scan["not_scanned"]]
@@ -147,6 +150,10 @@ def _erasure_lines(e: dict[str, Any]) -> list[str]:
     if expired:
         lines.append("- Retired weights deleted, their grace period over: " + ", ".join(
             f"{m} v{x['version']}" for m, vs in expired.items() for x in vs))
+    for b in e.get("builds_deleted") or []:
+        lines.append(f"- Build output `{b['path']}` deleted from the workspace, the DVC cache and remotes "
+                     f"({len(b['removed'])} objects, {b['bytes_freed'] / 2**20:.1f} MiB): it held {b['holds']}; "
+                     "`dvc repro` rebuilds it from the current data")
     if e.get("work_deleted"):
         lines.append(f"- Batch work folders holding pre-deletion weights deleted: {len(e['work_deleted'])}")
     return lines

@@ -18,6 +18,9 @@ bytes; a text's UTF-8). Every file under the given locations is searched two way
   residue, so nothing is missed; a sample whose content cannot give an anchor at every residue
   (nearly constant, or shorter than MIN_NEEDLE) is reported as not searchable by bytes.
 
+Whole files can be searched for too (`files`: sha256 -> label), e.g. the weights of a model version
+deleted because it was trained on forgotten data: every file's sha256 is compared with them.
+
 gzip / bz2 / xz files and zip archives (`.npz` included) are searched decompressed, up to
 MAX_INFLATE bytes per member; anything not searched (an image codec, zstd, a larger member, a
 corrupt archive, a symbolic link, an unreadable file) is listed with its reason, never dropped.
@@ -39,7 +42,7 @@ import stat
 import time
 import warnings
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +82,7 @@ class Location:
 class Copy:
     path: str         # the file, or `file!member` / `file (gzip)` inside an archive
     sample_ids: list[str]
-    how: str          # "npy rows" | "bytes"
+    how: str          # "npy rows" | "bytes" | "whole file"
     file: str = ""    # the file on disk that holds it
 
 
@@ -389,7 +392,7 @@ def _files(location: Location, report: LocationReport) -> Iterable[Path]:
             yield here / f
 
 
-def scan_location(location: Location, index: ForgetIndex) -> LocationReport:
+def scan_location(location: Location, index: ForgetIndex, files: Mapping[str, str] | None = None) -> LocationReport:
     t0 = time.perf_counter()
     report = LocationReport(location.name, str(location.path))
     if not Path(location.path).exists() and not Path(location.path).is_symlink():
@@ -410,6 +413,9 @@ def scan_location(location: Location, index: ForgetIndex) -> LocationReport:
                 buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                 try:
                     copies, skipped, n = scan_buffer(buf, str(path), index)
+                    label = files.get(hashlib.sha256(buf).hexdigest()) if files else None
+                    if label is not None:
+                        copies.append(Copy(str(path), [label], "whole file"))
                 finally:
                     with contextlib.suppress(BufferError):  # a view still alive: the map closes when it goes
                         buf.close()
@@ -425,15 +431,16 @@ def scan_location(location: Location, index: ForgetIndex) -> LocationReport:
 
 
 def scan(samples: Sequence[Sample], locations: Sequence[Location],
-         twins: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Search every location for every sample; the result is plain data (JSON-ready).
+         twins: dict[str, list[str]] | None = None, files: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Search every location for every sample, and for every whole file of `files` (sha256 -> label);
+    the result is plain data (JSON-ready).
 
     `twins` names forgotten samples whose content is byte-identical to samples that were not
     forgotten (sample_id -> their IDs): that content legitimately stays, so their copies are
     reported apart (`twin_ids` of each copy) and not counted."""
     twins = twins or {}
     index = ForgetIndex(samples)
-    reports = [scan_location(loc, index) for loc in locations]
+    reports = [scan_location(loc, index, files) for loc in locations]
     locs = []
     for r in reports:
         loc = asdict(r)
@@ -444,7 +451,8 @@ def scan(samples: Sequence[Sample], locations: Sequence[Location],
         loc["n_copies"] = sum(len(c["sample_ids"]) for c in loc["copies"])
         locs.append(loc)
     copies = sum(loc["n_copies"] for loc in locs)
-    return {"samples": len(index.samples), "byte_searchable": index.byte_searchable,
+    return {"samples": len(index.samples), "files_searched_for": sorted((files or {}).values()),
+            "byte_searchable": index.byte_searchable,
             "unsearchable": dict(sorted(index.unsearchable.items())),
             "identical_to_retained": {k: sorted(v) for k, v in sorted(twins.items())},
             "locations": locs, "copies": copies, "expected": 0, "passed": copies == 0}

@@ -39,7 +39,8 @@ SUBJECT = {"request_id": "r-subject", "model": MODEL, "kind": "subject", "subjec
 # has two attempts that both run.
 CHAIN = ["intake", "claim", "extract", "dvc_version", "champion", "attempt:finetune", "verify:finetune",
          "attempt:retrain", "verify:retrain", "register", "promote", "purge", "dvc_commit", "retirement",
-         "report", "collection", "expiry", "work_folders", "erasure_scan", "certificate", "audit", "close"]
+         "report", "collection", "expiry", "build_outputs", "work_folders", "erasure_scan", "certificate", "audit",
+         "close"]
 
 
 class Runner:

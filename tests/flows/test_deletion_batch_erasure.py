@@ -49,6 +49,10 @@ def test_the_batch_erases_the_subject_everywhere_and_retires_the_old_model(tmp_p
     work = ws.runs / batch / MODEL
     assert sorted(p.name for p in work.iterdir() if p.is_dir()) == [] and (work / "forget_ids.json").is_file()
     assert any(p.endswith("/champion") for p in erasure["work_deleted"])
+    # the build's model folder held v1's weights (trained on the subject): gone, and searched for
+    [build] = erasure["builds_deleted"]
+    assert build["path"] == f"models/{MODEL}" and "v1 weights" in build["holds"] and not (root / build["path"]).exists()
+    assert scan["weight_files"] >= 1
 
     # the model trained on the subject is retired: no alias, a clear error naming the batch
     [retired] = result["models"][0]["retired"]
@@ -91,3 +95,19 @@ def test_a_copy_the_batch_cannot_reach_makes_the_certificate_say_erasure_incompl
     assert Ledger(ws.ledger_path).find("r-subject")[0].state == "registered"  # the model and store did forget
     audit = CliRunner().invoke(app, ["audit", "erasure", result["batch_id"], "--root", str(root)])
     assert audit.exit_code == 1
+
+
+def test_a_build_output_left_with_deleted_weights_fails_the_scan(tmp_path, tiny_model, mlflow_tmp, prefect_harness,
+                                                                  monkeypatch):
+    """The pre-change state, on purpose: the batch no longer deletes the build output that holds the
+    retired version's weights, and the scan finds them by hash."""
+    root = versioned_workspace(tmp_path, tiny_model)
+    monkeypatch.setattr(db, "delete_builds_task", lambda root: [])
+    result = db.deletion_batch(requests=[SUBJECT], root=str(root))
+    assert not errors(result), errors(result)
+    scan = result["erasure"]["scan"]
+    assert not scan["passed"] and result["state"] == "failed"
+    [found] = [f for loc in scan["locations"] for f in loc["found"]]
+    assert found["path"] == f"models/{MODEL}/model.safetensors" and found["how"] == "whole file"
+    md = (Workspace.at(root).certificates / f"{result['batch_id']}.md").read_text()
+    assert f"Copy found: `models/{MODEL}/model.safetensors`: weights of a deleted model version" in md

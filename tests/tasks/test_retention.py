@@ -4,11 +4,13 @@ grace period; the promoted version keeps working."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from tasks.registry import (
@@ -21,8 +23,9 @@ from tasks.registry import (
     set_alias,
     version_by_alias,
 )
-from tasks.retention import RETIRED_FILE, grace_days_for, purge_expired, retire_superseded
+from tasks.retention import RETIRED_FILE, deleted_weight_files, grace_days_for, purge_expired, retire_superseded
 from unlearn_ops.models import save_model
+from unlearn_ops.utils import sha256_file
 
 NAME = "digits-classifier"
 
@@ -118,3 +121,25 @@ def test_a_subject_batch_shortens_a_rollback_window_and_nothing_revives_a_retire
     assert second["retired_by"] == "batch-subject" and second["deleted"]
     MlflowClient().delete_registered_model_alias(NAME, CHAMPION)
     assert registered_build(NAME, "w0") == v1 and version_by_alias(NAME, CHAMPION) is None
+
+
+def test_deleted_weight_files_are_those_no_kept_version_holds(tiny_model, tiny_spec, tmp_path, mlflow_tmp):
+    """What the erasure scan searches for once v1's weights are deleted: v1's weight files, named,
+    but not a file v2 still holds byte for byte (a sharded model's untouched checkpoints), and
+    nothing while v1 is within its rollback window."""
+    d1 = save_model(tiny_model, tiny_spec, tmp_path / "v1")
+    (d1 / "shard_state.safetensors").write_bytes(b"checkpoints before the retrained slice")
+    v1 = log_and_register(d1, name=NAME, family="classifier", experiment="t", run_name="v1")
+    model2 = copy.deepcopy(tiny_model)  # another model: the retrained members
+    with torch.no_grad():
+        next(model2.parameters()).add_(1.0)
+    d2 = save_model(model2, tiny_spec, tmp_path / "v2")
+    (d2 / "shard_state.safetensors").write_bytes(b"checkpoints before the retrained slice")
+    v2 = log_and_register(d2, name=NAME, family="classifier", experiment="t", run_name="v2")
+    retire_superseded(NAME, v2, "batch-class", grace_days=7)
+    assert deleted_weight_files([NAME]) == {}  # kept for a rollback: not yet to be searched for
+
+    retire_superseded(NAME, v2, "batch-subject", grace_days=0)
+    found = deleted_weight_files([NAME, "never-registered"])
+    assert list(found) == [sha256_file(d1 / "model.safetensors")]
+    assert found[sha256_file(d1 / "model.safetensors")].startswith(f"{NAME} v{v1} weights (model.safetensors)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.versioning import collect_superseded, dvc_storage, push, track, used_objects
+from tasks.versioning import collect_superseded, delete_output, dvc_storage, md5_file, push, track, used_objects
 from unlearn_ops.data.sources import load_digits
 from unlearn_ops.data.store import build_store, row_bytes
 from unlearn_ops.erasure import Location, Sample, scan
@@ -128,3 +128,27 @@ def test_collect_never_touches_objects_the_current_version_uses(repo):
 
 def md5_of(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def test_delete_output_removes_a_stage_output_everywhere_and_keeps_what_others_use(repo):
+    """A build output trained on forgotten data goes from workspace, cache and remote; an object
+    another output uses stays, and pushes after it do not trip over the deleted version."""
+    root, _ = repo
+    storage = dvc_storage(root)
+    (root / "dvc.yaml").write_text("stages:\n  train:\n    cmd: 'true'\n    outs:\n      - models/m\n")
+    model = root / "models" / "m"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"weights trained on a subject " * 64)
+    shutil.copy(root / "data" / "notes.txt", model / "notes.txt")  # same bytes as another output's object
+    track(root, model)
+    assert push(root)
+    weights, shared = md5_file(model / "model.safetensors"), md5_file(root / "data" / "notes.txt")
+    assert {weights, shared} <= objects(storage.cache) & objects(storage.remotes["local"])
+
+    done = delete_output(root, "models/m")
+    assert not model.exists() and done["files"] == 2
+    assert weights not in objects(storage.cache) | objects(storage.remotes["local"])
+    assert shared in objects(storage.cache) & objects(storage.remotes["local"])  # data/notes.txt still needs it
+    assert {e["location"] for e in done["removed"]} == {"DVC cache", "DVC remote local"}
+    assert "models/m" in dvc(root, "status")  # the stage is out of date: `dvc repro` rebuilds it
+    assert push(root, ["data/notes.txt"])
