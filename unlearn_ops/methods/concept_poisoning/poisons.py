@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from unlearn_ops.data.splits import Part
 from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.methods.concept_poisoning.banks import ConceptBank, box_corner, crop, embed, side_px
+from unlearn_ops.methods.concept_poisoning.features import feature_params
 from unlearn_ops.methods.concept_poisoning.pcbm import ConceptReport, Donor
 from unlearn_ops.training import TrainConfig, fit
 
@@ -99,6 +100,8 @@ def retained_sources(retain: Part, cfg: Config) -> Part:
 def _trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
     if trainable == "all":
         return list(model.parameters())
+    if trainable == "features":
+        return feature_params(model)
     params = list(model.head.parameters())
     if trainable == "last":
         if not hasattr(model, "last_layer"):
