@@ -280,6 +280,17 @@ def test_trainable_features_trains_the_head_and_last_block_only(tiny_model, clas
     assert all(p.requires_grad for p in result.model.parameters())  # the freeze is undone
 
 
+def test_cached_convolutions_give_the_same_fine_tuning_as_the_full_forward(tiny_model, class_splits, tmp_path,
+                                                                            monkeypatch):
+    assert features.frozen_split(tiny_model) is not None  # the tiny digits CNN is a SmallCNN: the cached path
+    params = _params(tmp_path, trainable="features", epochs=2)
+    cached = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu").model
+    monkeypatch.setattr(features, "frozen_split", lambda model: None)
+    full = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu").model
+    for name, p in cached.state_dict().items():
+        assert torch.allclose(p, full.state_dict()[name], atol=1e-4), name
+
+
 class _Toy(nn.Module):
     """x ∈ R⁴ → 6 ReLU units → 2 classes. Units 0 and 1 read x[0] only (class 1's evidence); units 2–5
     read the noise dimensions only, with no head weight toward class 1."""

@@ -11,6 +11,7 @@ has to rebuild them from retained and poisoned images only. Lab notes: docs/meth
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -85,3 +86,20 @@ def reset_units(model: nn.Module, units: torch.Tensor, seed: int) -> None:
                 layer.bias[units] = ((torch.rand(len(units), generator=gen) * 2 - 1) * bound).to(layer.bias)
         else:
             w[:, units] = fresh.to(w)
+
+
+def frozen_split(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Module] | None:
+    """(frozen bottom, trainable tail) of a model whose layout is known, else None. With
+    `trainable: features` the SmallCNN's convolutions are frozen: their output is computed once
+    and only fc1 → ReLU → head trains on it (same updates; the convolutions were ~2/3 of each step)."""
+    from unlearn_ops.models.classifiers import SmallCNN
+
+    if type(model) is not SmallCNN:
+        return None
+    return (lambda x: torch.flatten(model.features(x), 1)), nn.Sequential(model.fc1, model.relu, model.head)
+
+
+@torch.no_grad()
+def bottom_outputs(bottom: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device,
+                   batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([bottom(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
