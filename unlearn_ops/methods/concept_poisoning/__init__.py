@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_ops.data.splits import Splits
+from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods.base import NotApplicable, UnlearnResult, check_choices, check_positive, fresh_copy
 from unlearn_ops.methods.concept_poisoning.banks import PrototypeBank, concept_examples, concept_patches, side_px
 from unlearn_ops.methods.concept_poisoning.features import class_units, reset_units
@@ -186,7 +186,7 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
     return details, logs
 
 
-def _reset_class_units(model: nn.Module, analysis, targets: list[int], cfg: Config, dev: torch.device) -> int:
+def _reset_class_units(model: nn.Module, analysis: Part, targets: list[int], cfg: Config, dev: torch.device) -> int:
     """Re-initialise the penultimate units that carry the forgotten classes (ranked on their
     non-member analysis images, never the forget set). Returns how many were reset."""
     if not cfg.reset_units:
