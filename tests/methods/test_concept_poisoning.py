@@ -24,7 +24,7 @@ from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods import concept_poisoning as cp
 from unlearn_ops.methods import run_method
 from unlearn_ops.methods.base import NotApplicable, make_config
-from unlearn_ops.methods.concept_poisoning import banks, pcbm, poisons, text
+from unlearn_ops.methods.concept_poisoning import banks, features, pcbm, poisons, text
 from unlearn_ops.models import load_model, save_model
 from unlearn_ops.models.text import TextClassifier, embed_batched, text_classifier, tiny_text_spec, tokenized_part
 from unlearn_ops.training import TrainConfig, accuracy, fit
@@ -255,6 +255,122 @@ def test_trainable_last_does_not_apply_to_images(tiny_model, class_splits):
         run_method("concept_poisoning", tiny_model, class_splits, {"trainable": "last"}, device="cpu")
 
 
+# ----------------------------------------------------------------------------- forgetting in the features
+def test_feature_block_is_the_last_block_before_the_head():
+    from unlearn_ops.models.classifiers import ResNet18, SmallCNN
+
+    cnn = SmallCNN()
+    assert features.feature_block(cnn) is cnn.fc1
+    resnet = ResNet18()
+    assert features.feature_block(resnet) is resnet.body.layer4  # inside the wrapper that holds the body
+    ids = {id(p) for p in features.feature_params(cnn)}
+    assert ids == {id(p) for p in [*cnn.head.parameters(), *cnn.fc1.parameters()]}
+
+
+def test_trainable_features_trains_the_head_and_last_block_only(tiny_model, class_splits, tmp_path):
+    result = run_method("concept_poisoning", tiny_model, class_splits, _params(tmp_path, trainable="features", epochs=2),
+                        device="cpu")
+    block = features.feature_block(tiny_model)
+    trained = {n for n, p in tiny_model.named_parameters()
+               if any(p is q for q in [*block.parameters(), *tiny_model.head.parameters()])}
+    assert trained and any(not n.startswith("head.") for n in trained)
+    for name, p in tiny_model.state_dict().items():
+        same = torch.equal(p, result.model.state_dict()[name].cpu())
+        assert same == (name not in trained), name
+    assert all(p.requires_grad for p in result.model.parameters())  # the freeze is undone
+
+
+def test_cached_convolutions_give_the_same_fine_tuning_as_the_full_forward(tiny_model, class_splits, tmp_path,
+                                                                            monkeypatch):
+    assert features.frozen_split(tiny_model) is not None  # the tiny digits CNN is a SmallCNN: the cached path
+    params = _params(tmp_path, trainable="features", epochs=2)
+    cached = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu").model
+    monkeypatch.setattr(features, "frozen_split", lambda model: None)
+    full = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu").model
+    for name, p in cached.state_dict().items():
+        assert torch.allclose(p, full.state_dict()[name], atol=1e-4), name
+
+
+class _Toy(nn.Module):
+    """x ∈ R⁴ → 6 ReLU units → 2 classes. Units 0 and 1 read x[0] only (class 1's evidence); units 2–5
+    read the noise dimensions only, with no head weight toward class 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.head = nn.Linear(4, 6), nn.Linear(6, 2)
+        with torch.no_grad():
+            self.fc1.weight.zero_()
+            self.fc1.bias.zero_()
+            self.fc1.weight[0, 0], self.fc1.weight[1, 0] = 3.0, 2.0
+            for u, d in ((2, 1), (3, 2), (4, 3), (5, 1)):
+                self.fc1.weight[u, d] = 1.0
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+            self.head.weight[1, :2] = 1.0
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc1(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def _toy_data(n: int = 400) -> Part:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 4, generator=g) * 20   # wide noise in every dimension ...
+    x[:, 0] = y.float()                       # ... but x[0] alone tells the classes apart: 0 or 1
+    return Part(tuple(f"t{i}" for i in range(n)), x, y)
+
+
+def test_class_units_are_the_units_ig_attributes_to_the_class():
+    toy, data = _Toy(), _toy_data()
+    units = features.class_units(toy, data.x[data.y == 1], [1], share=2 / 6, steps=8, device=torch.device("cpu"))
+    assert units.tolist() == [0, 1]
+
+
+def test_reset_units_redraws_exactly_those_units_and_removes_the_class_from_the_features():
+    from unlearn_ops.verify.probe import feature_probe
+
+    toy, data = _Toy(), _toy_data()
+    before = {k: v.clone() for k, v in toy.state_dict().items()}
+    separable = feature_probe(toy, data, [1])
+    features.reset_units(toy, torch.tensor([0, 1]), seed=0)
+    after = toy.state_dict()
+    changed_rows = (after["fc1.weight"] != before["fc1.weight"]).any(1)
+    assert changed_rows.tolist() == [True, True, False, False, False, False]
+    assert torch.equal(after["fc1.bias"][2:], before["fc1.bias"][2:]) and (after["fc1.bias"][:2] != 0).all()
+    head_cols = (after["head.weight"] != before["head.weight"]).any(0)
+    assert head_cols.tolist() == [True, True, False, False, False, False]
+    assert torch.equal(after["head.bias"], before["head.bias"])
+    bound = 1 / 4 ** 0.5  # nn.Linear's U(±1/√fan_in)
+    assert after["fc1.weight"][:2].abs().max() <= bound
+    # the class lived in units 0–1 only; re-drawn, they mix x[0] (a step of 1) into noise of std ~20
+    assert separable >= 0.99
+    assert feature_probe(toy, data, [1]) <= 0.70
+
+
+def test_reset_needs_a_linear_feature_block_and_is_checked_in_config():
+    from unlearn_ops.models.classifiers import ResNet18
+
+    with pytest.raises(NotApplicable, match="Linear last feature block"):
+        features.reset_units(ResNet18(), torch.tensor([0]), seed=0)
+    for bad in ({"reset_units": 1.0}, {"reset_units": -0.1}, {"reset_units": 0.1}, {"reset_units": 0.1, "trainable": "head"}):
+        with pytest.raises(ValueError, match="reset_units"):
+            make_config(cp.Config, bad)
+    assert make_config(cp.Config, {"reset_units": 0.1, "trainable": "features"}).reset_units == 0.1
+
+
+def test_reset_variant_resets_the_class_units_then_trains_them(tiny_model, class_splits, tmp_path):
+    result = run_method("concept_poisoning", tiny_model, class_splits,
+                        _params(tmp_path, trainable="features", reset_units=0.25, epochs=1), device="cpu")
+    n_units = tiny_model.head.in_features
+    assert result.details["reset_units"] == -(-n_units // 4)  # ceil(0.25 × units)
+    assert result.details["trainable"] == "features"
+    assert run_method("concept_poisoning", tiny_model, class_splits, _params(tmp_path, epochs=1),
+                      device="cpu").details["reset_units"] == 0
+
+
 # ----------------------------------------------------------------------------- text (tiny BERT)
 @pytest.fixture(scope="module")
 def text_data():
@@ -365,6 +481,10 @@ def test_image_modes_do_not_apply_to_text(tiny_text, text_data):
     with pytest.raises(NotApplicable, match="image mode"):
         run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "poison": "full"},
                    device="cpu")
+    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}):
+        with pytest.raises(NotApplicable, match="image settings"):
+            run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, **extra},
+                       device="cpu")
 
 
 # ----------------------------------------------------------------------------- MiniLM (packaged)

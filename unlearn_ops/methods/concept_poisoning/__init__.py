@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearn_ops.data.splits import Splits
+from unlearn_ops.data.splits import Part, Splits
 from unlearn_ops.methods.base import NotApplicable, UnlearnResult, check_choices, check_positive, fresh_copy
 from unlearn_ops.methods.concept_poisoning.banks import PrototypeBank, concept_examples, concept_patches, side_px
+from unlearn_ops.methods.concept_poisoning.features import class_units, reset_units
 from unlearn_ops.methods.concept_poisoning.pcbm import analysis_part, infer_concepts
 from unlearn_ops.methods.concept_poisoning.poisons import (
     finetune,
@@ -40,7 +41,7 @@ from unlearn_ops.verify.report import image_png, patch_grid
 POISON_MODES = ("localized", "center", "random", "full", "none")
 LABEL_MODES = ("targeted", "random", "keep")
 IMPORTANCE = ("ig", "weight")
-TRAINABLE = ("head", "last", "all")
+TRAINABLE = ("head", "features", "last", "all")
 GRID_SCALE = 4  # the concept grid's patches are enlarged 4× by pixel repetition (row k = concept k)
 
 EXACT = False
@@ -79,7 +80,9 @@ class Config:
     text_bank_size: int = 200       # text: the bank = most frequent content words of non-member ∪ retain texts
     text_concepts: tuple[str, ...] = ()  # text: explicit bank words/phrases instead of the frequent words
     # --- fine-tuning on retain ∪ poisons
-    trainable: str = "head"         # head | all (images); head | last | all (text; last = head + last encoder block)
+    trainable: str = "head"         # head (paper) | features (head + last feature block) | all (images); text: head | last | all
+    reset_units: float = 0.0        # images: share of penultimate units most attributed (IG) to the forgotten class,
+                                    # re-initialised before fine-tuning (needs trainable features|all; 0 = none)
     retain_per_class: int = 500     # samples per class in the fine-tuning set, retained and poisoned alike; 0 = all
     epochs: float = 3               # passes over retain ∪ poisons (fractional allowed)
     lr: float = 1e-3                # learning rate
@@ -94,6 +97,11 @@ class Config:
         for name in ("patch", "center_patch", "full_patch", "example_patch"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"concept_poisoning: {name} is a share of the image side, in (0, 1]")
+        if not 0 <= self.reset_units < 1:
+            raise ValueError("concept_poisoning: reset_units is a share of the penultimate units, in [0, 1)")
+        if self.reset_units and self.trainable not in ("features", "all"):
+            raise ValueError("concept_poisoning: reset_units needs trainable features or all (the reset units must "
+                             "be relearned from retain ∪ poisons)")
         if self.top_concepts < 1 or self.n_concepts < 2:
             raise ValueError("concept_poisoning: need top_concepts >= 1 and n_concepts >= 2")
         check_positive(self, "analysis_per_class", "kmeans_points", "pcbm_max_iter", "pcbm_ig_steps", "ig_steps",
@@ -120,6 +128,9 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
 
 def _check_applies(model: nn.Module, cfg: Config, is_text: bool) -> None:
     if is_text:
+        if cfg.trainable == "features" or cfg.reset_units:
+            raise NotApplicable("concept_poisoning: trainable=features and reset_units are image settings; text "
+                                "uses trainable=last (head + last encoder block)")
         if cfg.poison not in TEXT_POISON_MODES:
             raise NotApplicable(f"concept_poisoning: poison={cfg.poison!r} is an image mode; text uses "
                                 f"{TEXT_POISON_MODES}")
@@ -128,7 +139,7 @@ def _check_applies(model: nn.Module, cfg: Config, is_text: bool) -> None:
         raise NotApplicable(f"concept_poisoning needs a classifier with `embed` and a Linear `head`, "
                             f"not {type(model).__name__}")
     if cfg.trainable == "last":
-        raise NotApplicable("concept_poisoning: trainable=last is for text models; images use head or all")
+        raise NotApplicable("concept_poisoning: trainable=last is for text models; images use head, features or all")
 
 
 def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.device, rng: np.random.Generator,
@@ -157,6 +168,7 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
     timings["poisons"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    reset = _reset_class_units(new, analysis, targets, cfg, dev)
     finetune(new, retain, poisons, cfg, dev, logs)
     del poisons  # the only copy of forget-derived images: gone with this frame
     timings["finetune"] = time.perf_counter() - start
@@ -165,13 +177,27 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
                "forget_classes": targets, "classes_removed": sorted(gone),
                "patch_grid": str(grid_path), "patch_grid_cell": cell, "patch_grid_scale": GRID_SCALE,
                "examples": {bank.names[k]: [analysis.ids[i] for i in idx] for k, idx in enumerate(examples)},
-               "poison": cfg.poison, "labels": cfg.labels, "trainable": cfg.trainable,
+               "poison": cfg.poison, "labels": cfg.labels, "trainable": cfg.trainable, "reset_units": reset,
                "n_poisons": len(forget), "n_retain": len(retain), "n_analysis": len(analysis),
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     donors = ", ".join(f"{t}→{d['donor']} ({d['rule']}, {d['target_concept']}/{d['donor_concept']})"
                        for t, d in details["donors"].items())
     logs.insert(0, f"concepts: {len(bank.names)} prototypes of {bank.layer}; donors {donors}; grid {grid_path}")
     return details, logs
+
+
+def _reset_class_units(model: nn.Module, analysis: Part, targets: list[int], cfg: Config, dev: torch.device) -> int:
+    """Re-initialise the penultimate units that carry the forgotten classes (ranked on their
+    non-member analysis images, never the forget set). Returns how many were reset."""
+    if not cfg.reset_units:
+        return 0
+    mask = torch.from_numpy(np.isin(analysis.y.numpy(), targets))
+    if not mask.any():
+        raise NotApplicable("concept_poisoning: reset_units needs non-member images of the forgotten class to rank "
+                            "units on; there are none")
+    units = class_units(model, analysis.x[mask], targets, cfg.reset_units, cfg.pcbm_ig_steps, dev)
+    reset_units(model, units, cfg.seed)
+    return len(units)
 
 
 __all__ = ["EXACT", "IMPORTANCE", "LABEL_MODES", "POISON_MODES", "REQUEST_KINDS", "TRAINABLE", "Config", "unlearn"]

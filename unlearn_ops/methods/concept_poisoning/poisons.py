@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from unlearn_ops.data.splits import Part
 from unlearn_ops.methods.base import NotApplicable
+from unlearn_ops.methods.concept_poisoning import features
 from unlearn_ops.methods.concept_poisoning.banks import ConceptBank, box_corner, crop, embed, side_px
 from unlearn_ops.methods.concept_poisoning.pcbm import ConceptReport, Donor
 from unlearn_ops.training import TrainConfig, fit
@@ -96,9 +97,16 @@ def retained_sources(retain: Part, cfg: Config) -> Part:
     return retain.per_class(cfg.retain_per_class, cfg.seed + 1)
 
 
+# trainable=features caches the frozen convolutions' output when the fine-tuning set has at most this
+# many rows (SmallCNN on Fashion-MNIST: 9 216 floats = 36 KiB a row, 20 000 rows = 0.7 GiB)
+CACHE_ROWS = 20_000
+
+
 def _trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
     if trainable == "all":
         return list(model.parameters())
+    if trainable == "features":
+        return features.feature_params(model)
     params = list(model.head.parameters())
     if trainable == "last":
         if not hasattr(model, "last_layer"):
@@ -111,7 +119,8 @@ def _trainable_params(model: nn.Module, trainable: str) -> list[nn.Parameter]:
 def finetune(model: nn.Module, retain: Part, poisons: Part, cfg: Config, device: torch.device,
              logs: list[str]) -> None:
     """Cross-entropy on retain ∪ poisons, in place. With `head`, the frozen body's embeddings are
-    computed once (in memory) and only the Linear head trains on them: same result, far cheaper."""
+    computed once (in memory) and only the Linear head trains on them: same result, far cheaper;
+    `features` does the same with the frozen convolutions of a SmallCNN (`features.frozen_split`)."""
     train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
                             seed=cfg.seed, device=str(device))
     if cfg.trainable == "head":
@@ -119,12 +128,21 @@ def finetune(model: nn.Module, retain: Part, poisons: Part, cfg: Config, device:
                      torch.cat([retain.y, poisons.y]))
         fit(model.head, feats, train_cfg, progress=logs.append)
         return
+    data = retain.concat(poisons)
+    split = features.frozen_split(model) if cfg.trainable == "features" else None
+    if split is not None and len(data) <= CACHE_ROWS:
+        bottom, tail = split
+        model.eval()
+        fit(tail, Part(data.ids, features.bottom_outputs(bottom, data.x, device), data.y), train_cfg,
+            progress=logs.append)
+        model.eval()
+        return
     keep = {id(p) for p in _trainable_params(model, cfg.trainable)}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     try:
-        fit(model, retain.concat(poisons), train_cfg, progress=logs.append)
+        fit(model, data, train_cfg, progress=logs.append)
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
