@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.versioning import collect_superseded, dvc_storage, push, track, used_objects
+from tasks.versioning import VersioningError, collect_superseded, dvc_storage, push, track, used_objects
 from unlearn_ops.data.sources import load_digits
 from unlearn_ops.data.store import build_store, row_bytes
 from unlearn_ops.erasure import Location, Sample, scan
@@ -128,3 +128,27 @@ def test_collect_never_touches_objects_the_current_version_uses(repo):
 
 def md5_of(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize("ignore,tracks", [(None, True), ("/data/store/\n", False)])
+def test_a_store_no_stage_builds_is_versioned_under_the_projects_gitignore(tmp_path, ignore, tracks):
+    """The LM's facts store is built outside dvc.yaml, so `track` runs `dvc add data/store/facts`,
+    whose `facts.dvc` must not be git-ignored: the project's .gitignore ignores the stores' payloads
+    but not their .dvc files. The old line (`/data/store/`, the whole folder) is the input that fails
+    — it left `make demo-llm`'s verified request unapplied."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+    if ignore is not None:
+        (root / ".gitignore").write_text((root / ".gitignore").read_text() + ignore)
+    dvc(root, "init", "-q")
+    store = build_store(load_digits(), root / "data" / "store" / "facts", max_subject_size=10, rows_per_shard=300)
+    if tracks:
+        assert len(track(root, store.root)) > 4
+        assert (root / "data" / "store" / "facts.dvc").is_file()
+        ignored = subprocess.run(["git", "check-ignore", "-q", "data/store/facts/index.csv"], cwd=root)
+        assert ignored.returncode == 0   # the payload itself stays out of git
+    else:
+        with pytest.raises(VersioningError, match="dvc add"):
+            track(root, store.root)
