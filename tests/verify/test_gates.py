@@ -60,3 +60,17 @@ def test_every_utility_metric_of_params_yaml_is_classified():
     utility = {m for m in metrics if m.endswith(("_drop", "_change"))}
     assert utility == UTILITY_GATES
     assert not POWER_GATES & UTILITY_GATES
+
+
+def test_the_lm_perplexity_gate_admits_retrainings_spread_and_rejects_more_damage():
+    """params.yaml `lm_gates`: perplexity is calibrated against retraining (docs/verification.md,
+    "Language models"). Retraining without person-002 moved it +14.7 % (the old constant-rate
+    schedule's worst draw) and must not be a regression; grad_ascent on 4 people (+21.5 %, 514.98
+    against 423.72 in docs/benchmarks/lm_token_poisoning.md) is the input that still fails it."""
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    gates = {k: v for k, v in params["lm_gates"]["subject"].items() if k == "perplexity_change"}
+    assert check({"perplexity_change": 0.147}, gates).passed
+    damaged = check({"perplexity_change": 514.98 / 423.72 - 1}, gates)
+    assert not damaged.passed and damaged.failed == ["perplexity_change"]
+    assert check({"perplexity_change": 514.98 / 423.72 - 1}, gates, exact=True).regressions == [
+        "perplexity_change 0.215 > 0.2"]
