@@ -39,7 +39,7 @@ class Config:
     grad_clip: float = 1.0      # max gradient norm per step
     train_head: bool = False    # also train the (untied) LM head, as the build did
     seed: int = 0               # data order
-    lr_decay: str = "none"      # none | linear (LMTrainConfig.lr_decay)
+    lr_decay: str = "linear"    # none | linear (LMTrainConfig.lr_decay)
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "lr", "batch_size", "max_len")
