@@ -64,9 +64,9 @@ def test_every_utility_metric_of_params_yaml_is_classified():
 
 def test_the_lm_perplexity_gate_admits_retrainings_spread_and_rejects_more_damage():
     """params.yaml `lm_gates`: perplexity is calibrated against retraining (docs/verification.md,
-    "Language models"). Retraining without person-002 moved it +14.7 % (the old constant-rate
-    schedule's worst draw) and must not be a regression; grad_ascent on 4 people (+21.5 %, 514.98
-    against 423.72 in docs/benchmarks/lm_token_poisoning.md) is the input that still fails it."""
+    "Language models"). Retraining moved it at most +9.2 % with the decaying schedule (+14.7 % in
+    the demo's constant-rate draw) and must not be a regression; grad_ascent on 4 people (+21.5 %,
+    514.98 against 423.72 in docs/benchmarks/lm_token_poisoning.md) is the input that still fails it."""
     params = yaml.safe_load((project_root() / "params.yaml").read_text())
     gates = {k: v for k, v in params["lm_gates"]["subject"].items() if k == "perplexity_change"}
     assert check({"perplexity_change": 0.147}, gates).passed
