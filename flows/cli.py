@@ -218,6 +218,31 @@ def audit_erasure(batch_id: str, as_json: bool = typer.Option(False, "--json", h
         raise typer.Exit(1)
 
 
+@audit_app.command("lm-facts")
+def audit_lm_facts(subject: str, model: str = typer.Option("smollm2-facts", help="registered language model"),
+                   alias: str = typer.Option("champion", help="the alias to ask"),
+                   as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+                   root: Path | None = ROOT) -> None:
+    """Ask the served LM (the registry's pyfunc) every question of its facts world: what it still
+    states about SUBJECT (e.g. person-002), about the other members, and about never-seen people."""
+    from tasks.lm_facts import format_served_facts, served_facts
+    from tasks.workspace import Workspace
+
+    ws = Workspace.at(root)
+    section = ws.params["models"].get(model)
+    if section is None or section.get("family") != "lm":
+        typer.echo(f"{model!r} is not a language model of params.yaml `models`", err=True)
+        raise typer.Exit(2)
+    try:
+        result = served_facts(model, ws.root / section["store_dir"], subject, alias)
+    except ValueError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from e
+    metrics = ws.root / "metrics" / "llm.json"
+    build = json.loads(metrics.read_text()).get("member_fact_recall") if metrics.is_file() else None
+    typer.echo(json.dumps(result, indent=2) if as_json else format_served_facts(result, build))
+
+
 @audit_app.command("show")
 def audit_show(batch_id: str, root: Path | None = ROOT) -> None:
     """Print a batch's certificate (Markdown)."""

@@ -33,6 +33,14 @@ class LMTrainConfig:
     train_head: bool = False    # also train the LM head (untied from the embeddings first)
     seed: int = 0               # data order
     device: str = "auto"        # auto = CUDA when present
+    lr_decay: str = "none"      # none | linear (to 0 at the last step: the end point depends less on the last batches)
+
+    def __post_init__(self) -> None:
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, not {self.lr_decay!r}")
+
+
+LR_DECAYS = ("none", "linear")
 
 
 class TextSet:
@@ -139,13 +147,16 @@ def fit_lm(model: CausalLM, texts: Sequence[str], cfg: LMTrainConfig,
     start = time.perf_counter()
     data = text_set(model, texts, cfg.max_len)
     opt = optimizer_for(model, cfg.lr, cfg.weight_decay)
+    total = cfg.epochs * steps_per_epoch(len(data), cfg.batch_size)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / total if cfg.lr_decay == "linear" else 1.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    with track("fine-tuning", cfg.epochs * steps_per_epoch(len(data), cfg.batch_size)) as bar:
+    with track("fine-tuning", total) as bar:
         for epoch in range(cfg.epochs):
             losses = []
             for idx in batch_order(len(data), cfg.batch_size, gen):
                 losses.append(step(model, opt, mean_nll(model, data, idx), cfg.grad_clip))
+                decay.step()
                 bar.advance(epoch=f"{epoch + 1}/{cfg.epochs}", loss=round(losses[-1], 4))
             line = f"epoch {epoch + 1}/{cfg.epochs} loss {sum(losses) / len(losses):.4f} " \
                    f"({time.perf_counter() - start:.0f} s)"

@@ -56,6 +56,12 @@ def test_audit_verify_on_an_empty_log_and_show_missing(tmp_path):
     assert missing.exit_code == 1
 
 
+def test_audit_lm_facts_refuses_a_model_that_is_not_a_language_model(tmp_path):
+    make_root(tmp_path)
+    out = runner.invoke(app, ["audit", "lm-facts", "person-002", "--model", MODEL, "--root", str(tmp_path)])
+    assert out.exit_code == 2 and "not a language model" in out.output
+
+
 def test_status_without_models(mlflow_tmp):
     out = runner.invoke(app, ["status"])
     assert out.exit_code == 0 and "no registered models" in out.output

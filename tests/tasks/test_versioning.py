@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tasks.versioning import collect_superseded, delete_output, dvc_storage, md5_file, push, track, used_objects
+from tasks.versioning import (
+    VersioningError,
+    collect_superseded,
+    delete_output,
+    dvc_storage,
+    md5_file,
+    push,
+    track,
+    used_objects,
+)
 from unlearn_ops.data.sources import load_digits
 from unlearn_ops.data.store import build_store, row_bytes
 from unlearn_ops.erasure import Location, Sample, scan
@@ -152,3 +161,27 @@ def test_delete_output_removes_a_stage_output_everywhere_and_keeps_what_others_u
     assert {e["location"] for e in done["removed"]} == {"DVC cache", "DVC remote local"}
     assert "models/m" in dvc(root, "status")  # the stage is out of date: `dvc repro` rebuilds it
     assert push(root, ["data/notes.txt"])
+
+
+@pytest.mark.parametrize("ignore,tracks", [(None, True), ("/data/store/\n", False)])
+def test_a_store_no_stage_builds_is_versioned_under_the_projects_gitignore(tmp_path, ignore, tracks):
+    """The LM's facts store is built outside dvc.yaml, so `track` runs `dvc add data/store/facts`,
+    whose `facts.dvc` must not be git-ignored: the project's .gitignore ignores the stores' payloads
+    but not their .dvc files. The old line (`/data/store/`, the whole folder) is the input that fails
+    — it left `make demo-llm`'s verified request unapplied."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+    if ignore is not None:
+        (root / ".gitignore").write_text((root / ".gitignore").read_text() + ignore)
+    dvc(root, "init", "-q")
+    store = build_store(load_digits(), root / "data" / "store" / "facts", max_subject_size=10, rows_per_shard=300)
+    if tracks:
+        assert len(track(root, store.root)) > 4
+        assert (root / "data" / "store" / "facts.dvc").is_file()
+        ignored = subprocess.run(["git", "check-ignore", "-q", "data/store/facts/index.csv"], cwd=root)
+        assert ignored.returncode == 0   # the payload itself stays out of git
+    else:
+        with pytest.raises(VersioningError, match="dvc add"):
+            track(root, store.root)

@@ -60,3 +60,32 @@ def test_every_utility_metric_of_params_yaml_is_classified():
     utility = {m for m in metrics if m.endswith(("_drop", "_change"))}
     assert utility == UTILITY_GATES
     assert not POWER_GATES & UTILITY_GATES
+
+
+def test_the_lm_perplexity_gate_admits_retrainings_spread_and_rejects_more_damage():
+    """params.yaml `lm_gates`: perplexity is calibrated against retraining (docs/verification.md,
+    "Language models"). Retraining moved it at most +9.2 % with the decaying schedule (+14.7 % in
+    the demo's constant-rate draw) and must not be a regression; grad_ascent on 4 people (+21.5 %,
+    514.98 against 423.72 in docs/benchmarks/lm_token_poisoning.md) is the input that still fails it."""
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    gates = {k: v for k, v in params["lm_gates"]["subject"].items() if k == "perplexity_change"}
+    assert check({"perplexity_change": 0.147}, gates).passed
+    damaged = check({"perplexity_change": 514.98 / 423.72 - 1}, gates)
+    assert not damaged.passed and damaged.failed == ["perplexity_change"]
+    assert check({"perplexity_change": 514.98 / 423.72 - 1}, gates, exact=True).regressions == [
+        "perplexity_change 0.215 > 0.2"]
+
+
+def test_one_persons_lm_answers_leave_the_exact_retrain_to_its_construction():
+    """params.yaml `lm_gates`: one person's 8 answers against 32 never-seen ones give the loss MIA
+    a chance spread of ±0.115 — an exact retrain at 0.70 there is reported, not failed; from 4
+    people (32 answers) the same value fails it, and an approximate method never passes below."""
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    gates = params["lm_gates"]["subject"]
+    over = {"forget_fact_recall_excess": 0.0, "retain_rougeL_drop": 0.0, "perplexity_change": 0.0,
+            "mia_loss_auc": 0.70}
+    one = check({**over, "forget_set_size": 8}, gates, exact=True)
+    assert one.passed and one.no_power == ["forget_set_size 8 < 32"]
+    four = check({**over, "forget_set_size": 32}, gates, exact=True)
+    assert not four.passed and four.failed == ["mia_loss_auc"]
+    assert check({**over, "mia_loss_auc": 0.5, "forget_set_size": 8}, gates).failed == ["forget_set_size"]

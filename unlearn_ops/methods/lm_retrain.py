@@ -22,7 +22,7 @@ from unlearn_ops.models.lm import CausalLM, load_lm, resolve_dir, same_prefix
 
 EXACT = True  # the result never saw the forget set (what that changes in verification: verify.gates)
 REQUEST_KINDS = ALL_KINDS
-TRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "max_len", "grad_clip", "train_head", "seed")
+TRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "max_len", "grad_clip", "train_head", "seed", "lr_decay")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Config:
     grad_clip: float = 1.0      # max gradient norm per step
     train_head: bool = False    # also train the (untied) LM head, as the build did
     seed: int = 0               # data order
+    lr_decay: str = "linear"    # none | linear (LMTrainConfig.lr_decay)
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "lr", "batch_size", "max_len")
@@ -59,6 +60,6 @@ def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") 
     fit_lm(base, texts(splits.retain.x),
            LMTrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                          max_len=cfg.max_len, grad_clip=cfg.grad_clip, train_head=cfg.train_head, seed=cfg.seed,
-                         device=device), progress=logs.append)
+                         lr_decay=cfg.lr_decay, device=device), progress=logs.append)
     base.name = model.name
     return UnlearnResult(base, "lm_retrain", details={"retain_size": len(splits.retain)}, log=logs)
