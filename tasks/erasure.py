@@ -367,7 +367,9 @@ def build_outputs(ws: Workspace) -> list[str]:
 def stale_build_outputs(ws: Workspace, weights: dict[str, str]) -> dict[str, str]:
     """Build outputs holding a weight file whose registered version's weights were deleted, i.e.
     a model trained on data since forgotten: path -> why."""
-    stale = {}
+    stale: dict[str, str] = {}
+    if not weights:  # the common batch: nothing deleted to look for, no file to hash
+        return stale
     for rel in build_outputs(ws):
         folder = ws.root / rel
         files = sorted(folder.rglob("*")) if folder.is_dir() else [folder]

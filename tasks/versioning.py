@@ -195,12 +195,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5(usedforsecurity=False)
+def md5_file(path: Path) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _object_id(path: Path) -> str | None:
