@@ -382,7 +382,7 @@ def stale_build_outputs(ws: Workspace, weights: dict[str, str]) -> dict[str, str
 
 def delete_stale_builds(ws: Workspace) -> list[dict[str, Any]]:
     """Delete every build output holding deleted weights from the workspace, the DVC cache and
-    local remotes (`dvc repro` rebuilds it from the current data)."""
+    local remotes (the build makes it again from the current data)."""
     stale = stale_build_outputs(ws, deleted_weight_files(ws.served_models()))
     return [{**delete_output(ws.root, rel), "holds": why} for rel, why in sorted(stale.items())]
 

@@ -153,7 +153,8 @@ def _erasure_lines(e: dict[str, Any]) -> list[str]:
     for b in e.get("builds_deleted") or []:
         lines.append(f"- Build output `{b['path']}` deleted from the workspace, the DVC cache and remotes "
                      f"({len(b['removed'])} objects, {b['bytes_freed'] / 2**20:.1f} MiB): it held {b['holds']}; "
-                     "`dvc repro` rebuilds it from the current data")
+                     "the model's build makes it again from the current data (`dvc repro`, or `make build-llm` for "
+                     "the language model)")
     if e.get("work_deleted"):
         lines.append(f"- Batch work folders holding pre-deletion weights deleted: {len(e['work_deleted'])}")
     return lines
