@@ -121,20 +121,39 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks.env.configure()
 
-    def terminated(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds through prefect_server(), which stops the server
+    # SIGTERM is noted and passed on, never raised: an exception raised from a handler lands in
+    # whatever runs then, and library code may rewrap it (pydantic turned a SystemExit inside
+    # `temporary_settings` into its own error: exit 1, CI stop 26) or leave a started child behind.
+    terminated: list[int] = []
+    child: subprocess.Popen | None = None
 
-    signal.signal(signal.SIGTERM, terminated)
+    def on_sigterm(signum: int, _frame: object) -> None:
+        terminated.append(signum)
+        if child is not None:
+            _terminate(child)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     with prefect_server(echo=lambda line: print(line, file=sys.stderr, flush=True)):
+        if terminated:           # during the server's start: it stops, the command never starts
+            return 128 + terminated[0]
         child = subprocess.Popen(args)
+        if terminated:           # between the start and `child` being set: the handler saw no child
+            _terminate(child)
         try:
             code = child.wait()
         except KeyboardInterrupt:  # Ctrl-C went to the whole foreground group: let the command end first
             code = _end(child, 130)
-        except SystemExit as e:    # SIGTERM to us alone: pass it on
-            child.terminate()
-            code = _end(child, int(e.code or 143))
+    if terminated:
+        return 128 + terminated[0]
     return code if code >= 0 else 128 - code  # a command killed by signal N: 128 + N, as a shell says
+
+
+def _terminate(child: subprocess.Popen) -> None:
+    """SIGTERM to the command; SIGKILL if it still runs after 30 s."""
+    child.terminate()
+    timer = threading.Timer(30.0, child.kill)
+    timer.daemon = True
+    timer.start()
 
 
 def _end(child: subprocess.Popen, code: int) -> int:

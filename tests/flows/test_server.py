@@ -63,3 +63,30 @@ def test_ctrl_c_or_sigterm_stops_the_command_and_the_server(tmp_path, sig):
     # Ctrl-C: 130, or killed by the SIGINT itself when it lands after the command ended (-2)
     assert proc.wait(timeout=60) in ((130, -signal.SIGINT) if sig == "SIGINT" else (143,))
     assert time.perf_counter() - started < 45 and not server.healthy(url)
+
+
+def test_sigterm_while_the_server_starts_stops_it_and_never_starts_the_command(monkeypatch, tmp_path):
+    """The SIGTERM lands inside the server's start (library code, where a raised exception could be
+    rewrapped): the wrapper notes it, stops the server and returns 143 without running the command."""
+    import contextlib
+    import os
+    import signal
+
+    stopped = []
+
+    @contextlib.contextmanager
+    def starting_server(echo):
+        os.kill(os.getpid(), signal.SIGTERM)   # delivered here, as if during `temporary_settings`
+        try:
+            yield "http://127.0.0.1:1/api"
+        finally:
+            stopped.append(True)
+
+    monkeypatch.setattr(server, "prefect_server", starting_server)
+    previous = signal.getsignal(signal.SIGTERM)
+    ran = tmp_path / "ran"
+    try:
+        code = server.main(["--", sys.executable, "-c", f"open({str(ran)!r}, 'w')"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and stopped == [True] and not ran.exists()
