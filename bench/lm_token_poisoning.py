@@ -15,11 +15,14 @@ Metrics (unlearn_ops.verify.lm, all models scored identically): fact recall / RO
 exact match on the forget questions and their paraphrases (greedy generations), retain ROUGE-L on
 a fixed sample of retain pairs, perplexity on held-out Rotten Tomatoes snippets, loss-MIA AUC
 (forget answers vs the never-seen people's answers), truth ratio and TOFU forget quality (KS
-p-value vs the retrained model's truth ratios).
+p-value vs the retrained model's truth ratios); the relearning attack (`verify.lm_relearn`: a copy
+fine-tuned for 3 and 10 full-batch steps at the build's learning rate on half of each forgotten
+person's pairs, fact recall on the other half).
 
 Targets (issue 8) for `lm_token_poisoning`, per forget size (mean over seeds): forget fact recall
 <= retrained + 5 points; retain ROUGE-L >= original - 2 points; |perplexity change| <= 5 %;
-speed-up over retraining >= 5x.
+speed-up over retraining >= 5x; recall after the 10-step relearning attack <= retrained + 10 points
+(issue 23: what comes back must not exceed what the retrained model picks up from the same steps).
 
 `--quick` runs the protocol on a tiny Llama and a 6-person world (a smoke test; numbers mean
 nothing and are written only with --out-dir).
@@ -44,12 +47,16 @@ from unlearn_ops.data.store import SampleStore
 from unlearn_ops.lm_training import LMTrainConfig, fit_lm
 from unlearn_ops.methods import run_method
 from unlearn_ops.verify.lm import LMEvaluator, forget_quality, rt_snippets
+from unlearn_ops.verify.lm_relearn import lm_relearn
 
 NAME = "lm_token_poisoning"
 METHODS = ("lm_token_poisoning", "grad_ascent", "grad_diff", "npo")
-TARGETS = {"forget_recall_margin": 0.05, "retain_rougeL_drop": 0.02, "perplexity_change": 0.05, "speedup": 5.0}
+TARGETS = {"forget_recall_margin": 0.05, "retain_rougeL_drop": 0.02, "perplexity_change": 0.05, "speedup": 5.0,
+           "relearn_margin": 0.10}
+RELEARN_STEPS = (3, 10)
 SHOWN = ("forget_fact_recall", "forget_para_fact_recall", "forget_rougeL", "retain_rougeL", "retain_fact_recall",
-         "perplexity", "mia_loss_auc", "forget_truth_ratio", "forget_quality")
+         "perplexity", "mia_loss_auc", "forget_truth_ratio", "forget_quality",
+         *(f"relearn_recall_{k}" for k in RELEARN_STEPS))
 
 
 # --------------------------------------------------------------------------- setup
@@ -149,6 +156,8 @@ def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], re
             for name, (model, seconds, details) in models.items():
                 m = ref if name == "retrain" else ev.evaluate(model)
                 m["forget_quality"] = forget_quality(np.asarray(m["truth_ratios"]), np.asarray(ref["truth_ratios"]))
+                m.update(lm_relearn(model, ev.forget, steps=RELEARN_STEPS, lr=setup.cfg.lr, grad_clip=setup.cfg.grad_clip,
+                                    seed=seed))
                 row = {"seed": seed, "size": n, "people": people, "model": name, "seconds": seconds,
                        "speedup": retrain_seconds / seconds if name not in ("original", "retrain") else None,
                        **{k: v for k, v in m.items() if k not in ("answers",)},
@@ -161,7 +170,8 @@ def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], re
                 progress(f"  {name:<30} forget recall {m.get('forget_fact_recall', float('nan')):.2f} "
                          f"(para {m.get('forget_para_fact_recall', float('nan')):.2f}) retain ROUGE-L "
                          f"{m.get('retain_rougeL', float('nan')):.3f} ppl {m['perplexity']:.2f} "
-                         f"MIA {m['mia_loss_auc']:.2f} FQ {m['forget_quality']:.3f}")
+                         f"MIA {m['mia_loss_auc']:.2f} FQ {m['forget_quality']:.3f} "
+                         f"relearn-10 {m['relearn_recall_10']:.2f}")
     return {"rows": rows}
 
 
@@ -195,6 +205,8 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
         verdicts[f"{size}: perplexity change <= 5 %"] = \
             abs(mean(tp, "perplexity") / mean(og, "perplexity") - 1) <= TARGETS["perplexity_change"]
         verdicts[f"{size}: >= 5x faster than retraining"] = mean(tp, "speedup") >= TARGETS["speedup"]
+        verdicts[f"{size}: recall after the 10-step relearning attack <= retrained + 10 pts"] = \
+            mean(tp, "relearn_recall_10") <= mean(rt, "relearn_recall_10") + TARGETS["relearn_margin"]
     return summary, verdicts
 
 
@@ -207,7 +219,8 @@ def markdown(payload: dict, summary: dict, verdicts: dict, argv: list[str]) -> s
     if payload.get("note"):
         lines += [payload["note"], ""]
     header = ["model", "forget recall", "forget recall (para.)", "forget ROUGE-L", "retain ROUGE-L", "retain recall",
-              "perplexity", "MIA AUC", "truth ratio", "forget quality", "seconds", "speed-up"]
+              "perplexity", "MIA AUC", "truth ratio", "forget quality",
+              *(f"relearn-{k} recall" for k in RELEARN_STEPS), "seconds", "speed-up"]
     for size, by_model in summary.items():
         lines += [f"## Forget {size} {'person' if size == '1' else 'people'} ({int(size) * 8} QA pairs)", ""]
         rows = [[m] + [fmt(d.get(k, []), 3) for k in SHOWN] + [fmt(d.get("seconds", []), 0),
@@ -227,7 +240,9 @@ def markdown(payload: dict, summary: dict, verdicts: dict, argv: list[str]) -> s
     lines += ["", "Definitions: recall = share of greedy answers containing the person's fact; ROUGE-L = recall "
                   "variant (TOFU); MIA AUC = loss attack, forget answers vs never-seen people (0.5 = chance); "
                   "forget quality = KS-test p-value of the truth-ratio distribution vs the retrained model's "
-                  "(1.0 = identical)."]
+                  "(1.0 = identical); relearn-k recall = fact recall on half of the person's questions after k "
+                  "full-batch fine-tuning steps on the other half (the facts are independent draws: a model "
+                  "that never saw the person learns nothing about the probed half)."]
     return "\n".join(lines)
 
 
