@@ -156,8 +156,7 @@ def run(setup: Setup, seeds: list[int], sizes: list[int], methods: list[str], re
             for name, (model, seconds, details) in models.items():
                 m = ref if name == "retrain" else ev.evaluate(model)
                 m["forget_quality"] = forget_quality(np.asarray(m["truth_ratios"]), np.asarray(ref["truth_ratios"]))
-                m.update(lm_relearn(model, ev.forget, steps=RELEARN_STEPS, lr=setup.cfg.lr, grad_clip=setup.cfg.grad_clip,
-                                    seed=seed))
+                m.update(lm_relearn(model, ev.forget, ev.retain, steps=RELEARN_STEPS, seed=seed))
                 row = {"seed": seed, "size": n, "people": people, "model": name, "seconds": seconds,
                        "speedup": retrain_seconds / seconds if name not in ("original", "retrain") else None,
                        **{k: v for k, v in m.items() if k not in ("answers",)},

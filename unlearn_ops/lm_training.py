@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearn_ops.models.lm import CausalLM, Encoded, answer_logprobs, encode_qa, freeze_all_but_top, prefix_states
+from unlearn_ops.models.lm import (
+    CausalLM,
+    Encoded,
+    answer_logprobs,
+    encode_qa,
+    encode_text,
+    freeze_all_but_top,
+    prefix_states,
+)
 from unlearn_ops.progress import track
 from unlearn_ops.utils import resolve_device, seed_everything
 
@@ -34,10 +42,13 @@ class LMTrainConfig:
     seed: int = 0               # data order
     device: str = "auto"        # auto = CUDA when present
     lr_decay: str = "none"      # none | linear (to 0 at the last step: the end point depends less on the last batches)
+    general_texts: int = 0      # plot summaries (general English, no data subject) mixed into every epoch
 
     def __post_init__(self) -> None:
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay must be one of {LR_DECAYS}, not {self.lr_decay!r}")
+        if self.general_texts < 0:
+            raise ValueError(f"general_texts must be >= 0, not {self.general_texts}")
 
 
 LR_DECAYS = ("none", "linear")
@@ -71,6 +82,27 @@ class TextSet:
 
 def text_set(model: CausalLM, texts: Sequence[str], max_len: int = 64) -> TextSet:
     return TextSet(model, encode_qa(model.tokenizer, texts, max_len))
+
+
+def general_corpus(n: int) -> list[str]:
+    """`n` plot summaries, always the same ones for the same n (a fixed shuffle, not the training
+    seed): the build and every retrain of it train on the same general text."""
+    from unlearn_ops.data.sources import rt_plot_summaries
+
+    plots = rt_plot_summaries()
+    if n > len(plots):
+        raise ValueError(f"general_texts={n}: the corpus has {len(plots)} plot summaries")
+    order = torch.randperm(len(plots), generator=torch.Generator().manual_seed(0))[:n]
+    return [plots[i] for i in sorted(order.tolist())]
+
+
+def training_set(model: CausalLM, texts: Sequence[str], cfg: LMTrainConfig) -> TextSet:
+    """The QA pairs (answers scored) plus `cfg.general_texts` plot summaries (every token scored)."""
+    enc = encode_qa(model.tokenizer, texts, cfg.max_len)
+    if cfg.general_texts:
+        general = encode_text(model.tokenizer, general_corpus(cfg.general_texts), cfg.max_len)
+        enc = Encoded(enc.ids + general.ids, enc.start + general.start)
+    return TextSet(model, enc)
 
 
 def trainable_copy(model: CausalLM, seed: int, device: str) -> CausalLM:
@@ -139,13 +171,14 @@ def step(model: CausalLM, opt: torch.optim.Optimizer, loss: torch.Tensor, grad_c
 
 def fit_lm(model: CausalLM, texts: Sequence[str], cfg: LMTrainConfig,
            progress: Callable[[str], None] | None = None) -> CausalLM:
-    """Fine-tune the top blocks on QA strings (in place); returns the model in eval mode."""
+    """Fine-tune the top blocks on QA strings and `cfg.general_texts` plot summaries (in place);
+    returns the model in eval mode."""
     device = resolve_device(cfg.device)
     model.to(device)
     freeze_all_but_top(model, cfg.train_head)
     seed_everything(cfg.seed)
     start = time.perf_counter()
-    data = text_set(model, texts, cfg.max_len)
+    data = training_set(model, texts, cfg)
     opt = optimizer_for(model, cfg.lr, cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch(len(data), cfg.batch_size)
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / total if cfg.lr_decay == "linear" else 1.0)
@@ -195,5 +228,5 @@ def unlearning_loop(model: CausalLM, n_forget: int, loss_fn: Callable[[list[int]
     return logs
 
 
-__all__ = ["Cycler", "LMTrainConfig", "TextSet", "batch_order", "fit_lm", "mean_nll", "optimizer_for",
-           "sequence_logprob", "step", "steps_per_epoch", "text_set", "unlearning_loop"]
+__all__ = ["Cycler", "LMTrainConfig", "TextSet", "batch_order", "fit_lm", "general_corpus", "mean_nll", "optimizer_for",
+           "sequence_logprob", "step", "steps_per_epoch", "text_set", "training_set", "unlearning_loop"]

@@ -28,7 +28,8 @@ BEFORE = {
                                    "reference_batch_size": 128, "seed": 0},
     ("smollm2-facts", "lm_retrain"): {"base_dir": "data/models/smollm2-135m", "epochs": 6, "lr": 0.002, "batch_size": 8,
                                       "weight_decay": 0.0, "max_len": 64, "grad_clip": 1.0, "train_head": False,
-                                      "seed": 0, "lr_decay": "linear"},  # the decay: issue 23, build and retrain alike
+                                      "seed": 0, "lr_decay": "linear",   # the decay: issue 23, build and retrain alike
+                                      "general_texts": 480},   # and the general corpus (issue 23, item 2)
     ("rt-sentiment", "text_retrain"): {"epochs": 20, "lr": 0.001, "batch_size": 128, "seed": 0},
 }
 
@@ -83,7 +84,7 @@ def test_schedule_from_build_follows_the_build_and_overrides_win():
         "reference_lr": 3e-3, "reference_batch_size": 64, "seed": 2}
     llm = {"base_dir": "b", "train": {"epochs": 1, "lr": 0.1, "batch_size": 2, "weight_decay": 0.0, "max_len": 32,
                                       "grad_clip": 0.5, "train_head": True, "seed": 3, "lr_decay": "none",
-                                      "device": "auto"}}
+                                      "general_texts": 5, "device": "auto"}}
     assert method_params("lm_retrain", None, llm) == {"base_dir": "b", **{k: v for k, v in llm["train"].items()
                                                                          if k != "device"}}
     # approximate methods ignore the build; without a build section only the overrides apply

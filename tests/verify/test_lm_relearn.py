@@ -26,10 +26,15 @@ def test_each_person_is_split_in_half_attack_and_probe_disjoint(tiny_lm):
     assert attack_and_probe(list(reversed(items))) == (attack, probe)   # order of the request does not matter
 
 
+def forget_and_retain(tiny_lm):
+    return ([tiny_lm.world.item(i) for i in tiny_lm.splits.forget.ids],
+            [tiny_lm.world.item(i) for i in tiny_lm.splits.retain.ids[:8]])
+
+
 def test_the_attack_leaves_the_callers_model_unchanged_and_reports_each_step(tiny_lm):
-    items = [tiny_lm.world.item(i) for i in tiny_lm.splits.forget.ids]
+    items, retain = forget_and_retain(tiny_lm)
     before = [p.detach().clone() for p in tiny_lm.model.parameters()]
-    out = lm_relearn(tiny_lm.model, items, steps=(1, 3), lr=1e-2)
+    out = lm_relearn(tiny_lm.model, items, retain, steps=(1, 3), lr=1e-2)
     assert set(out) == {"relearn_recall_0", "relearn_recall_1", "relearn_recall_3"}
     assert all(0.0 <= v <= 1.0 for v in out.values())
     assert all(torch.equal(a, b) for a, b in zip(before, tiny_lm.model.parameters(), strict=True))
@@ -37,7 +42,7 @@ def test_the_attack_leaves_the_callers_model_unchanged_and_reports_each_step(tin
 
 
 def test_without_a_learning_rate_nothing_comes_back_and_one_pair_a_person_cannot_be_split(tiny_lm):
-    items = [tiny_lm.world.item(i) for i in tiny_lm.splits.forget.ids]
-    still = lm_relearn(tiny_lm.model, items, steps=(2,), lr=0.0)
+    items, retain = forget_and_retain(tiny_lm)
+    still = lm_relearn(tiny_lm.model, items, retain, steps=(2,), lr=0.0)
     assert still["relearn_recall_2"] == still["relearn_recall_0"]
-    assert all(math.isnan(v) for v in lm_relearn(tiny_lm.model, items[:1], steps=(2,)).values())
+    assert all(math.isnan(v) for v in lm_relearn(tiny_lm.model, items[:1], retain, steps=(2,)).values())

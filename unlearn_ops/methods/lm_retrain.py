@@ -22,7 +22,8 @@ from unlearn_ops.models.lm import CausalLM, load_lm, resolve_dir, same_prefix
 
 EXACT = True  # the result never saw the forget set (what that changes in verification: verify.gates)
 REQUEST_KINDS = ALL_KINDS
-TRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "max_len", "grad_clip", "train_head", "seed", "lr_decay")
+TRAIN_FIELDS = ("epochs", "lr", "batch_size", "weight_decay", "max_len", "grad_clip", "train_head", "seed", "lr_decay",
+                "general_texts")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Config:
     train_head: bool = False    # also train the (untied) LM head, as the build did
     seed: int = 0               # data order
     lr_decay: str = "linear"    # none | linear (LMTrainConfig.lr_decay)
+    general_texts: int = 480    # plot summaries mixed in (LMTrainConfig.general_texts)
 
     def __post_init__(self) -> None:
         check_positive(self, "epochs", "lr", "batch_size", "max_len")
@@ -57,9 +59,7 @@ def unlearn(model: CausalLM, splits: Splits, cfg: Config, device: str = "auto") 
     if not same_prefix(base, model):
         raise ValueError(f"{cfg.base_dir} is not this model's base: the frozen blocks differ")
     logs: list[str] = []
-    fit_lm(base, texts(splits.retain.x),
-           LMTrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                         max_len=cfg.max_len, grad_clip=cfg.grad_clip, train_head=cfg.train_head, seed=cfg.seed,
-                         lr_decay=cfg.lr_decay, device=device), progress=logs.append)
+    schedule = LMTrainConfig(**{f: getattr(cfg, f) for f in TRAIN_FIELDS}, device=device)
+    fit_lm(base, texts(splits.retain.x), schedule, progress=logs.append)
     base.name = model.name
     return UnlearnResult(base, "lm_retrain", details={"retain_size": len(splits.retain)}, log=logs)

@@ -2,8 +2,10 @@
 it some of the *others*?
 
 The forget set is split per person: every other QA pair is the attack set, the rest the probe
-set. A copy of the model is fine-tuned for a few full-batch steps on the attack pairs alone, and
-fact recall is measured on the probe questions (greedy answers). The facts of one person are drawn
+set. A copy of the model is fine-tuned for a few full-batch steps on the attack pairs mixed with
+as many retained pairs (as `verify.relearn` mixes retain samples: without them a few steps on a
+handful of pairs wreck what the model knows, and even the original "forgets" the probe facts),
+and fact recall is measured on the probe questions (greedy answers). The facts of one person are drawn
 independently, so a model that never saw the person learns nothing about the probe facts from the
 attack pairs: it stays at its guess rate. A model that only suppressed the answers (the weights
 still hold them) gets them back within a few steps — the LM form of `verify.relearn`
@@ -37,17 +39,18 @@ def probe_recall(model: CausalLM, probe: Sequence[FactItem], max_new_tokens: int
     return float(np.mean([contains_fact(a, it.facts) for a, it in zip(answers, probe, strict=True)]))
 
 
-def lm_relearn(model: CausalLM, items: Sequence[FactItem], steps: tuple[int, ...] = (3, 10), lr: float = 2e-3,
-               grad_clip: float = 1.0, seed: int = 0, device: str = "cpu") -> dict[str, float]:
-    """`relearn_recall_<k>`: probe fact recall after k AdamW steps on the attack pairs (k = 0: before).
-    The caller's model is not modified. Needs at least two pairs per person (else NaN)."""
+def lm_relearn(model: CausalLM, items: Sequence[FactItem], retain: Sequence[FactItem], steps: tuple[int, ...] = (3, 10),
+               lr: float = 2e-4, grad_clip: float = 1.0, seed: int = 0, device: str = "cpu") -> dict[str, float]:
+    """`relearn_recall_<k>`: probe fact recall after k AdamW steps on the attack pairs plus as many
+    `retain` pairs (k = 0: before). The caller's model is not modified. Needs at least two pairs
+    per person (else NaN)."""
     attack, probe = attack_and_probe(items)
     if not attack or not probe:
         return {f"relearn_recall_{k}": float("nan") for k in (0, *steps)}
     m = trainable_copy(model, seed, device)
     m.eval()
     out = {"relearn_recall_0": probe_recall(m, probe)}
-    data = text_set(m, [it.text for it in attack])
+    data = text_set(m, [it.text for it in (*attack, *retain[: len(attack)])])
     opt = optimizer_for(m, lr)
     everything = list(range(len(data)))
     for k in range(1, max(steps) + 1):
