@@ -89,3 +89,4 @@ def test_production_metrics_against_a_champion_model(tiny_lm):
     assert m["perplexity_change"] == pytest.approx(0.0, abs=1e-6)
     assert m["forget_fact_recall_excess"] == pytest.approx(m["forget_fact_recall"] - m["nonmember_fact_recall"])
     assert m["forget_set_size"] == len(tiny_lm.splits.forget)
+    assert 0.0 <= m["relearn_recall_10"] <= 1.0            # the relearning attack on half of the person's facts

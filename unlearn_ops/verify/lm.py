@@ -205,6 +205,8 @@ def production_metrics(model: CausalLM, splits: Splits, world: FactsWorld, *, ch
     never-seen people: what it still knows about the subject beyond what it guesses about anyone
     (templated facts are partly guessable: a common city, a plausible year). A retrained model
     sits near 0 by construction, so this is the production stand-in for "≤ retrained + 5 points".
+    `relearn_recall_10`: the relearning attack (`verify.lm_relearn`), recall of half of the person's
+    facts after 10 steps on the other half.
     """
     ev = LMEvaluator(champion if champion is not None else model, world, splits, ppl_texts=ppl_texts, seed=seed)
     if champion is not None and reference is None:
@@ -213,6 +215,10 @@ def production_metrics(model: CausalLM, splits: Splits, world: FactsWorld, *, ch
     out = {k: v for k, v in m.items() if isinstance(v, float)}
     out.update(ev.generation_metrics(model, ev.nonmember, "nonmember")[0])
     out["forget_fact_recall_excess"] = out["forget_fact_recall"] - out["nonmember_fact_recall"]
+    from unlearn_ops.verify.lm_relearn import lm_relearn  # lazy: it builds on this module
+
+    device = str(next(model.parameters()).device)
+    out["relearn_recall_10"] = lm_relearn(model, ev.forget, ev.retain, steps=(10,), seed=seed, device=device)["relearn_recall_10"]
     out["forget_set_size"] = float(len(ev.forget))
     if reference:
         if "retain_rougeL" in reference:
