@@ -65,8 +65,9 @@ def test_every_utility_metric_of_params_yaml_is_classified():
 def test_the_lm_perplexity_gate_admits_retrainings_spread_and_rejects_more_damage():
     """params.yaml `lm_gates`: perplexity is calibrated against retraining (docs/verification.md,
     "Language models"). Retraining moved it at most +9.2 % with the decaying schedule (+14.7 % in
-    the demo's constant-rate draw) and must not be a regression; grad_ascent on 4 people (+21.5 %,
-    514.98 against 423.72 in docs/benchmarks/lm_token_poisoning.md) is the input that still fails it."""
+    the demo's constant-rate draw, +9.6 % with the general corpus) and must not be a regression;
+    grad_ascent on 4 people on the facts-only build (+21.5 %, 514.98 against 423.72) is the input
+    that still fails it."""
     params = yaml.safe_load((project_root() / "params.yaml").read_text())
     gates = {k: v for k, v in params["lm_gates"]["subject"].items() if k == "perplexity_change"}
     assert check({"perplexity_change": 0.147}, gates).passed
@@ -83,9 +84,21 @@ def test_one_persons_lm_answers_leave_the_exact_retrain_to_its_construction():
     params = yaml.safe_load((project_root() / "params.yaml").read_text())
     gates = params["lm_gates"]["subject"]
     over = {"forget_fact_recall_excess": 0.0, "retain_rougeL_drop": 0.0, "perplexity_change": 0.0,
-            "mia_loss_auc": 0.70}
+            "mia_loss_auc": 0.70, "relearn_recall_10": 0.0}
     one = check({**over, "forget_set_size": 8}, gates, exact=True)
     assert one.passed and one.no_power == ["forget_set_size 8 < 32"]
     four = check({**over, "forget_set_size": 32}, gates, exact=True)
     assert not four.passed and four.failed == ["mia_loss_auc"]
     assert check({**over, "mia_loss_auc": 0.5, "forget_set_size": 8}, gates).failed == ["forget_set_size"]
+
+
+def test_the_lm_relearning_gate_passes_retraining_and_fails_what_comes_back():
+    """params.yaml `lm_gates`: after 10 relearning steps on half of the person's facts, the retrained
+    models recalled none of the other half in all 6 benchmark runs; lm_token_poisoning on 4 people
+    gave back 0.19 and 0.25 on two seeds (docs/benchmarks/lm_token_poisoning.md), the original 0.46."""
+    params = yaml.safe_load((project_root() / "params.yaml").read_text())
+    gates = {k: v for k, v in params["lm_gates"]["subject"].items() if k == "relearn_recall_10"}
+    assert check({"relearn_recall_10": 0.0}, gates).passed
+    for came_back in (0.1875, 0.25, 0.46):
+        verdict = check({"relearn_recall_10": came_back}, gates)
+        assert not verdict.passed and verdict.failed == ["relearn_recall_10"]
