@@ -55,7 +55,7 @@ TARGETS = {"forget_recall_margin": 0.05, "retain_rougeL_drop": 0.02, "perplexity
            "relearn_margin": 0.10}
 RELEARN_STEPS = (3, 10)
 SHOWN = ("forget_fact_recall", "forget_para_fact_recall", "forget_rougeL", "retain_rougeL", "retain_fact_recall",
-         "perplexity", "mia_loss_auc", "forget_truth_ratio", "forget_quality",
+         "perplexity", "mia_loss_auc", "privleak", "forget_truth_ratio", "forget_quality",
          *(f"relearn_recall_{k}" for k in RELEARN_STEPS))
 
 
@@ -184,7 +184,18 @@ def mask_coverage(world: FactsWorld, ids: list[str], poisoned: list[dict]) -> fl
 
 
 # --------------------------------------------------------------------------- summary
+def privleak(rows: list[dict]) -> None:
+    """MUSE's privacy leakage per row, in place: (AUC − AUC of the retrained model of the same seed and
+    size) / that AUC, the loss-MIA AUC forget vs never-seen; 0 = leaks what retraining leaks."""
+    retrained = {(r["seed"], r["size"]): r["mia_loss_auc"] for r in rows if r["model"] == "retrain"}
+    for r in rows:
+        ref = retrained.get((r["seed"], r["size"]))
+        if ref:
+            r["privleak"] = (r["mia_loss_auc"] - ref) / ref
+
+
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
+    privleak(rows)
     summary: dict[str, dict[str, dict[str, list[float]]]] = {}
     for r in rows:
         s = summary.setdefault(str(r["size"]), {}).setdefault(r["model"], {})
@@ -218,7 +229,7 @@ def markdown(payload: dict, summary: dict, verdicts: dict, argv: list[str]) -> s
     if payload.get("note"):
         lines += [payload["note"], ""]
     header = ["model", "forget recall", "forget recall (para.)", "forget ROUGE-L", "retain ROUGE-L", "retain recall",
-              "perplexity", "MIA AUC", "truth ratio", "forget quality",
+              "perplexity", "MIA AUC", "PrivLeak", "truth ratio", "forget quality",
               *(f"relearn-{k} recall" for k in RELEARN_STEPS), "seconds", "speed-up"]
     for size, by_model in summary.items():
         lines += [f"## Forget {size} {'person' if size == '1' else 'people'} ({int(size) * 8} QA pairs)", ""]
@@ -238,6 +249,8 @@ def markdown(payload: dict, summary: dict, verdicts: dict, argv: list[str]) -> s
                       f"{fmt([r['attribution_seconds'] for r in examples], 0)} s."]
     lines += ["", "Definitions: recall = share of greedy answers containing the person's fact; ROUGE-L = recall "
                   "variant (TOFU); MIA AUC = loss attack, forget answers vs never-seen people (0.5 = chance); "
+                  "PrivLeak = MUSE's privacy leakage, (MIA AUC − retrained MIA AUC) / retrained MIA AUC (0 = "
+                  "as retrained); "
                   "forget quality = KS-test p-value of the truth-ratio distribution vs the retrained model's "
                   "(1.0 = identical); relearn-k recall = fact recall on half of the person's questions after k "
                   "full-batch fine-tuning steps on the other half (the facts are independent draws: a model "

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from bench import BENCHES
 from bench.lm_token_poisoning import main
 
@@ -26,3 +28,14 @@ def test_quick_protocol_writes_results(tmp_path):
     assert tp["poisoned"] and all("***" in p["poisoned"] for p in tp["poisoned"])
     md = (tmp_path / "lm_token_poisoning.md").read_text()
     assert "## Targets" in md and "## Poisoned answers" in md
+
+
+def test_privleak_is_muses_relative_auc_against_the_retrained_model_of_the_same_draw():
+    from bench.lm_token_poisoning import privleak
+
+    rows = [{"seed": 0, "size": 1, "model": "retrain", "mia_loss_auc": 0.5},
+            {"seed": 0, "size": 1, "model": "npo", "mia_loss_auc": 0.75},
+            {"seed": 1, "size": 1, "model": "retrain", "mia_loss_auc": 0.4},
+            {"seed": 1, "size": 1, "model": "npo", "mia_loss_auc": 0.3}]
+    privleak(rows)
+    assert [r["privleak"] for r in rows] == pytest.approx([0.0, 0.5, 0.0, -0.25])
