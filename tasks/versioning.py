@@ -81,8 +81,16 @@ def push(root: Path, paths: Sequence[str] = ()) -> bool:
     if "remote =" not in (config.read_text() if config.is_file() else ""):
         log.warning("no default DVC remote configured: versions stay in the local cache only")
         return False
-    dvc(Path(root), "push", "-q", *paths)
+    dvc(Path(root), "push", "-q", *(target(Path(root), p) for p in paths))
     return True
+
+
+def target(root: Path, rel: str) -> str:
+    """How DVC commands should name `rel`: its .dvc file when `dvc add` made one. By its output path
+    DVC looks the data up in the repository's index, which skips what git ignores: under the
+    project's .gitignore (`/data/store/*`, `!/data/store/*.dvc`) `dvc push data/store/facts` found
+    no such output and `make demo-llm` failed after verifying its request."""
+    return f"{rel}.dvc" if (root / f"{rel}.dvc").is_file() else rel
 
 
 @task(name="dvc-version", retries=2, retry_delay_seconds=3)

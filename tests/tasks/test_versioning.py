@@ -185,3 +185,20 @@ def test_a_store_no_stage_builds_is_versioned_under_the_projects_gitignore(tmp_p
     else:
         with pytest.raises(VersioningError, match="dvc add"):
             track(root, store.root)
+
+
+def test_a_store_added_outside_dvc_yaml_is_pushed_by_its_path_under_the_projects_gitignore(tmp_path):
+    """`make demo-llm` failed at `dvc push data/store/facts`: under the project's .gitignore
+    (`/data/store/*`, `!/data/store/*.dvc`) DVC does not find the added store by its output path.
+    `push` names the store's .dvc file instead, which DVC reads directly."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+    dvc(root, "init", "-q")
+    shutil.copy(ROOT / ".dvc" / "config", root / ".dvc" / "config")   # remote `local` = ../var/dvc-remote
+    store = build_store(load_digits(), root / "data" / "store" / "facts", max_subject_size=10, rows_per_shard=300)
+    track(root, store.root)
+    assert push(root, ["data/store/facts"])
+    remote = dvc_storage(root).remotes["local"]
+    assert md5_file(store.root / "index.csv") in objects(remote)
