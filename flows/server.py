@@ -121,48 +121,44 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks.env.configure()
 
-    # SIGTERM is noted and passed on, never raised: an exception raised from a handler lands in
+    # Ctrl-C and SIGTERM are noted, never raised: an exception raised from a handler lands in
     # whatever runs then, and library code may rewrap it (pydantic turned a SystemExit inside
-    # `temporary_settings` into its own error: exit 1, CI stop 26) or leave a started child behind.
-    terminated: list[int] = []
+    # `temporary_settings` into its own error: exit 1, the CI failure of stop 26; a KeyboardInterrupt
+    # there did the same) or leave a just-started command running with no one waiting for it.
+    received: list[int] = []
     child: subprocess.Popen | None = None
 
-    def on_sigterm(signum: int, _frame: object) -> None:
-        terminated.append(signum)
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
         if child is not None:
-            _terminate(child)
+            _end_soon(child, signum)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    with prefect_server(echo=lambda line: print(line, file=sys.stderr, flush=True)):
-        if terminated:           # during the server's start: it stops, the command never starts
-            return 128 + terminated[0]
-        child = subprocess.Popen(args)
-        if terminated:           # between the start and `child` being set: the handler saw no child
-            _terminate(child)
-        try:
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with prefect_server(echo=lambda line: print(line, file=sys.stderr, flush=True)):
+            if received:             # during the server's start: it stops, the command never starts
+                return 128 + received[0]
+            child = subprocess.Popen(args)
+            if received:             # between the start and `child` being set: the handler saw no child
+                _end_soon(child, received[0])
             code = child.wait()
-        except KeyboardInterrupt:  # Ctrl-C went to the whole foreground group: let the command end first
-            code = _end(child, 130)
-    if terminated:
-        return 128 + terminated[0]
+    finally:
+        for sig, handler in previous.items():   # main() called in-process (tests) leaves no trace
+            signal.signal(sig, handler)
+    if received:
+        return 128 + received[0]
     return code if code >= 0 else 128 - code  # a command killed by signal N: 128 + N, as a shell says
 
 
-def _terminate(child: subprocess.Popen) -> None:
-    """SIGTERM to the command; SIGKILL if it still runs after 30 s."""
-    child.terminate()
+def _end_soon(child: subprocess.Popen, signum: int) -> None:
+    """SIGTERM (to us alone) is passed on to the command; Ctrl-C reached the whole foreground group,
+    the command too, so it is let end by itself. Either way SIGKILL if it still runs after 30 s (a
+    command started in the instant of the Ctrl-C may never have seen it)."""
+    if signum == signal.SIGTERM:
+        child.terminate()
     timer = threading.Timer(30.0, child.kill)
     timer.daemon = True
     timer.start()
-
-
-def _end(child: subprocess.Popen, code: int) -> int:
-    try:
-        child.wait(timeout=30)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        child.kill()
-        child.wait()
-    return code
 
 
 if __name__ == "__main__":

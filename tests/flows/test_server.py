@@ -65,9 +65,11 @@ def test_ctrl_c_or_sigterm_stops_the_command_and_the_server(tmp_path, sig):
     assert time.perf_counter() - started < 45 and not server.healthy(url)
 
 
-def test_sigterm_while_the_server_starts_stops_it_and_never_starts_the_command(monkeypatch, tmp_path):
+@pytest.mark.parametrize("sig,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_while_the_server_starts_stops_it_and_never_starts_the_command(monkeypatch, tmp_path, sig, code):
     """The SIGTERM lands inside the server's start (library code, where a raised exception could be
-    rewrapped): the wrapper notes it, stops the server and returns 143 without running the command."""
+    rewrapped): the wrapper notes it, stops the server and returns 143 without running the command.
+    Ctrl-C is handled the same way (130)."""
     import contextlib
     import os
     import signal
@@ -76,17 +78,15 @@ def test_sigterm_while_the_server_starts_stops_it_and_never_starts_the_command(m
 
     @contextlib.contextmanager
     def starting_server(echo):
-        os.kill(os.getpid(), signal.SIGTERM)   # delivered here, as if during `temporary_settings`
+        os.kill(os.getpid(), getattr(signal, sig))   # delivered here, as if during `temporary_settings`
         try:
             yield "http://127.0.0.1:1/api"
         finally:
             stopped.append(True)
 
     monkeypatch.setattr(server, "prefect_server", starting_server)
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     ran = tmp_path / "ran"
-    try:
-        code = server.main(["--", sys.executable, "-c", f"open({str(ran)!r}, 'w')"])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert code == 143 and stopped == [True] and not ran.exists()
+    returned = server.main(["--", sys.executable, "-c", f"open({str(ran)!r}, 'w')"])
+    assert returned == code and stopped == [True] and not ran.exists()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == previous   # handlers restored
