@@ -16,8 +16,8 @@ exact match on the forget questions and their paraphrases (greedy generations), 
 a fixed sample of retain pairs, perplexity on held-out Rotten Tomatoes snippets, loss-MIA AUC
 (forget answers vs the never-seen people's answers), truth ratio and TOFU forget quality (KS
 p-value vs the retrained model's truth ratios); the relearning attack (`verify.lm_relearn`: a copy
-fine-tuned for 3 and 10 full-batch steps at the build's learning rate on half of each forgotten
-person's pairs, fact recall on the other half).
+fine-tuned for 3 and 10 full-batch AdamW steps at lr 2e-4 on half of each forgotten person's
+pairs mixed with as many retained pairs, fact recall on the other half).
 
 Targets (issue 8) for `lm_token_poisoning`, per forget size (mean over seeds): forget fact recall
 <= retrained + 5 points; retain ROUGE-L >= original - 2 points; |perplexity change| <= 5 %;

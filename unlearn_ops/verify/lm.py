@@ -218,7 +218,8 @@ def production_metrics(model: CausalLM, splits: Splits, world: FactsWorld, *, ch
     from unlearn_ops.verify.lm_relearn import lm_relearn  # lazy: it builds on this module
 
     device = str(next(model.parameters()).device)
-    out["relearn_recall_10"] = lm_relearn(model, ev.forget, ev.retain, steps=(10,), seed=seed, device=device)["relearn_recall_10"]
+    relearned = lm_relearn(model, ev.forget, ev.retain, steps=(10,), seed=seed, device=device)
+    out["relearn_recall_10"] = relearned["relearn_recall_10"]
     out["forget_set_size"] = float(len(ev.forget))
     if reference:
         if "retain_rougeL" in reference:
