@@ -32,7 +32,7 @@ from unlearn_ops.lm_training import LMTrainConfig, fit_lm
 from unlearn_ops.models.lm import META as LM_META
 from unlearn_ops.models.lm import encode_text, ensure_base, generate, is_lm_dir, load_lm, save_lm, scored_logprobs
 from unlearn_ops.utils import atomic_write_json, seed_everything, sha256_file
-from unlearn_ops.verify.lm import contains_fact, rouge_l_recall, rt_snippets
+from unlearn_ops.verify.lm import fact_recall, rouge_l_recall, rt_snippets
 
 METRICS = "metrics/llm.json"
 
@@ -62,8 +62,7 @@ def base_task(p: dict) -> str:
 
 def fact_metrics(model, items, prefix: str, max_new_tokens: int) -> dict[str, float]:
     answers = generate(model, [prompt_text(it.question) for it in items], max_new_tokens)
-    return {f"{prefix}_fact_recall": sum(contains_fact(a, it.facts) for a, it in zip(answers, items, strict=True))
-            / max(len(items), 1),
+    return {f"{prefix}_fact_recall": fact_recall(answers, items),
             f"{prefix}_rougeL": float(rouge_l_recall(answers, [it.answer for it in items]).mean())}
 
 

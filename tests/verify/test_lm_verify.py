@@ -8,6 +8,7 @@ from unlearn_ops.verify.lm import (
     LMEvaluator,
     contains_fact,
     exact_match,
+    fact_recall,
     forget_quality,
     normalise,
     production_metrics,
@@ -33,6 +34,18 @@ def test_fact_and_exact_match():
     assert not contains_fact("She was born in ***, Turkey.", ("Izmir",))
     assert exact_match(["Celia  was born in Izmir!"], ["celia was born in izmir."]).tolist() == [1.0]
     assert normalise("The *** Archive.") == "the archive"
+
+
+def test_fact_recall_is_the_share_of_answers_stating_their_fact():
+    from unlearn_ops.data.facts import FactItem
+
+    items = [FactItem(sample_id=f"q{i}", subject_id="p", attribute=i, question="?", answer=a, paraphrased_questions=(),
+                      paraphrased_answer=a, perturbed_answers=(), facts=(a,))
+             for i, a in enumerate(("Izmir", "Oslo", "Lima", "Kyiv"))]
+    assert fact_recall(["born in izmir", "Oslo!", "no idea", "***"], items) == pytest.approx(0.5)
+    assert np.isnan(fact_recall([], []))   # nothing asked: NaN, so a gate on it fails
+    with pytest.raises(ValueError):
+        fact_recall(["one answer"], items)  # answers and items must pair up
 
 
 def test_truth_ratio_matches_its_definition():

@@ -61,6 +61,13 @@ def contains_fact(answer: str, facts: Sequence[str]) -> bool:
     return any(f.lower() in low for f in facts)
 
 
+def fact_recall(answers: Sequence[str], items: Sequence[FactItem]) -> float:
+    """Share of `answers` that state their item's fact (`contains_fact`); NaN when there are none,
+    so a gate on it fails rather than passing on nothing asked."""
+    stated = [contains_fact(a, it.facts) for a, it in zip(answers, items, strict=True)]
+    return float(np.mean(stated)) if stated else float("nan")
+
+
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
     return np.array([normalise(p) == normalise(r) for p, r in zip(predictions, references, strict=True)], dtype=float)
 
@@ -161,7 +168,7 @@ class LMEvaluator:
             questions, refs = [it.question for it in items], list(items)
         answers = generate(model, [prompt_text(q) for q in questions], self.max_new_tokens)
         gold = [it.answer for it in refs]
-        return ({f"{prefix}_fact_recall": float(np.mean([contains_fact(a, it.facts) for a, it in zip(answers, refs, strict=True)])),
+        return ({f"{prefix}_fact_recall": fact_recall(answers, refs),
                  f"{prefix}_rougeL": float(rouge_l_recall(answers, gold).mean()),
                  f"{prefix}_exact_match": float(exact_match(answers, gold).mean())}, answers)
 
@@ -229,6 +236,6 @@ def production_metrics(model: CausalLM, splits: Splits, world: FactsWorld, *, ch
     return out
 
 
-__all__ = ["LMEvaluator", "contains_fact", "exact_match", "forget_quality", "normalise", "production_metrics",
+__all__ = ["LMEvaluator", "contains_fact", "exact_match", "fact_recall", "forget_quality", "normalise", "production_metrics",
            "rouge_l_recall", "rt_snippets", "truth_ratio"]
 

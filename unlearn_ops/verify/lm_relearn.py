@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from unlearn_ops.data.facts import FactItem, prompt_text
 from unlearn_ops.lm_training import mean_nll, optimizer_for, step, text_set, trainable_copy
 from unlearn_ops.models.lm import CausalLM, generate
-from unlearn_ops.verify.lm import contains_fact
+from unlearn_ops.verify.lm import fact_recall
 
 
 def attack_and_probe(items: Sequence[FactItem]) -> tuple[list[FactItem], list[FactItem]]:
@@ -35,8 +33,7 @@ def attack_and_probe(items: Sequence[FactItem]) -> tuple[list[FactItem], list[Fa
 
 
 def probe_recall(model: CausalLM, probe: Sequence[FactItem], max_new_tokens: int = 24) -> float:
-    answers = generate(model, [prompt_text(it.question) for it in probe], max_new_tokens)
-    return float(np.mean([contains_fact(a, it.facts) for a, it in zip(answers, probe, strict=True)]))
+    return fact_recall(generate(model, [prompt_text(it.question) for it in probe], max_new_tokens), probe)
 
 
 def lm_relearn(model: CausalLM, items: Sequence[FactItem], retain: Sequence[FactItem], steps: tuple[int, ...] = (3, 10),
