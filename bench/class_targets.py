@@ -5,8 +5,8 @@ features* (relearning fails), keep the other classes and stay fast, run by run.
 
 RESULT.json is a (merged) `python -m bench class` result. Every method row is checked against the
 targets below; the runs a setting was tuned on (`--tuned`) are reported apart, so the held-out
-verdict is the one that counts. Writes docs/benchmarks/NAME.md (NAME defaults to the file's stem)
-next to the JSON; numbers are only read, never recomputed.
+verdict is the one that counts. Writes NAME.md next to the JSON (NAME defaults to the JSON's
+stem); numbers are only read, never recomputed.
 """
 
 from __future__ import annotations
