@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import references as R
 from bench.common import parse_variant
-from bench.compare import method_params, reports_in
+from bench.compare import method_params
 from flows.params import load_params
 from unlearn_ops.methods import METHODS, run_method
 from unlearn_ops.verify.suite import evaluate
@@ -40,8 +39,7 @@ def tune(seed: int, classes: list[int], variants: list[str], dataset: str = "fmn
             name, extra = parse_variant(label, METHODS)
             params = method_params(name, unlearn, seed, extra)
             cpu = time.process_time()
-            with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
-                result = run_method(name, original, splits, reports_in(name, params, scratch), device="auto")
+            result = run_method(name, original, splits, params, device="auto")
             cpu = time.process_time() - cpu
             m = evaluate(result.model.cpu().eval(), splits, forget_classes=[c], relearn_steps=(3,), seed=seed)
             row = {"seed": seed, "class": c, "variant": label, "cpu_seconds": round(cpu, 2),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import math
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -183,8 +182,7 @@ def run_case(case: Case, methods: Sequence[str], kind: str, unlearn_params: dict
         params = method_params(name, unlearn_params, case.seed, {**(overrides or {}).get(name, {}), **extra})
         cpu0 = time.process_time()
         try:
-            with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
-                result = run_method(name, case.original, case.splits, reports_in(name, params, scratch), device=device)
+            result = run_method(name, case.original, case.splits, params, device=device)
         except NotApplicable as e:  # a method refusing this request says why; anything else is a bug
             rows[label] = {"skipped": f"{type(e).__name__}: {e}"}
             log(f"[{case.label}] {label}: skipped ({e})")
@@ -202,15 +200,6 @@ def run_case(case: Case, methods: Sequence[str], kind: str, unlearn_params: dict
     return {"case": case.label, "seed": case.seed, "forget_classes": case.forget_classes,
             "forget_size": len(case.splits.forget), "retain_size": len(case.splits.retain), **case.extra,
             "rows": rows}
-
-
-def reports_in(name: str, params: dict[str, Any], folder: str) -> dict[str, Any]:
-    """A method that writes a report for people (concept_poisoning's patch grid) writes it into
-    `folder`, which the benchmark deletes after the run: each of the protocol's runs used to leave
-    a temp folder behind. A report folder the settings name is kept."""
-    if "report_dir" in {f.name for f in fields(METHODS[name].Config)} and not params.get("report_dir"):
-        return {**params, "report_dir": folder}
-    return params
 
 
 def _plain(details: dict[str, Any]) -> dict[str, Any]:

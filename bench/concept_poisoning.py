@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,9 @@ def image_metrics(model: nn.Module, original: nn.Module, splits: Splits, cls: in
 
 
 def run_image_case(ds: str, seed: int, cls: int, original: nn.Module, method_params: dict[str, dict[str, Any]],
-                   retrain_cfg: TrainConfig | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One (seed, class): original, retrain and each method config. Returns (row, details of the first)."""
+                   retrain_cfg: TrainConfig | None, report_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One (seed, class): original, retrain and each method config, their concept grids drawn into
+    `report_dir`. Returns (row, details of the first)."""
     store = refs.store(ds)
     active = store.active_ids()
     aset = set(active)
@@ -110,7 +112,7 @@ def run_image_case(ds: str, seed: int, cls: int, original: nn.Module, method_par
     row["retrain"] = {**image_metrics(ref_model, original, splits, cls, forget_nm, seed), "seconds": ref_seconds}
     first_details: dict[str, Any] = {}
     for label, params in method_params.items():
-        run = measure(lambda p=params: run_method(NAME, original, splits, {**p, "seed": seed}))
+        run = measure(lambda p=params: run_method(NAME, original, splits, {**p, "seed": seed, "report_dir": report_dir}))
         result = run.result
         m = image_metrics(result.model, original, splits, cls, forget_nm, seed)
         m.update(seconds=run.seconds, cpu_seconds=run.cpu_seconds, speedup=ref_seconds / max(run.seconds, 1e-9),
@@ -477,7 +479,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if seed in ab_seeds and cls in ab_classes:
                     methods.update({f"{p}+{lab}": {**base, "poison": p, "labels": lab} for p, lab in combos})
                 rcfg = refs.schedule(ds, seed, epochs=2) if args.quick else retrain_cfg
-                row, details = run_image_case(ds, seed, cls, original, methods, rcfg)
+                with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:  # the grids, crops of retained images
+                    row, details = run_image_case(ds, seed, cls, original, methods, rcfg, scratch)
+                    if cls == report_class and not report_details:
+                        report_details = details
+                        report_png = render_class_report(details, cls, store.classes,
+                                                         img_dir / f"{NAME}_class{cls}.png")
                 if "concept_poisoning (params.yaml)" in row:
                     rows.append(row)
                     m = row["concept_poisoning (params.yaml)"]
@@ -487,9 +494,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           f"({m['speedup']:.1f}×)", flush=True)
                 if any(k in row for k in (f"{p}+{lab}" for p, lab in combos)):
                     ablation.append(row)
-                if cls == report_class and not report_details:
-                    report_details = details
-                    report_png = render_class_report(details, cls, store.classes, img_dir / f"{NAME}_class{cls}.png")
                 if not args.quick:
                     save(done=False)
     return save(done=True)

@@ -44,9 +44,15 @@ def test_contract_on_a_sharded_model(name, sharded, class_splits, item_splits):
         check_contract(name, sharded, item_splits, SETTINGS[name])
 
 
-def test_concept_poisoning_contract_on_a_sharded_model(sharded, class_splits, tmp_path):
-    check_contract("concept_poisoning", sharded, class_splits, {**CONCEPT, "epochs": 2,
-                                                                 "report_dir": str(tmp_path / "report")})
+# the paper's head-only setting and the feature setting of the image chain (its reset units are
+# each member's own: every member has its own penultimate layer)
+@pytest.mark.parametrize("extra", [{}, {"trainable": "features", "reset_units": 0.25}], ids=["head", "features"])
+def test_concept_poisoning_contract_on_a_sharded_model(extra, sharded, class_splits, tmp_path):
+    params = {**CONCEPT, "epochs": 2, "report_dir": str(tmp_path / "report"), **extra}
+    check_contract("concept_poisoning", sharded, class_splits, params)
+    details = run_method("concept_poisoning", sharded, class_splits, params, device="cpu").details
+    assert details["members"] == list(range(SHARDS))
+    assert all((d["reset_units"] > 0) == bool(extra) for d in details["per_member"].values())
 
 
 @pytest.mark.parametrize("name", CLASS_ONLY)

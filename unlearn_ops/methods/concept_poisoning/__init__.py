@@ -12,7 +12,6 @@ in memory during the call. Algorithm, design choices, privacy and results: docs/
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,8 @@ class Config:
     ig_steps: int = 32              # text: LayerIntegratedGradients steps on the token embeddings (paper: 32)
     examples_per_concept: int = 8   # images: example patches per concept in the PNG grid (non-forget samples only)
     example_patch: float = 0.43     # images: side share of those example patches (context for the human who names them)
-    report_dir: str = ""            # folder for the concept patch grid PNG; "" = a new temp folder (caller logs it)
+    report_dir: str = ""            # images: folder for the concept patch grid PNG; "" = none drawn (production: the grid
+                                    # holds crops of retained images, which a later deletion may have to reach)
     # --- poisons
     poison: str = "localized"       # images: localized|center|random|full|none; text: localized (LIG mask)|random|none
     labels: str = "targeted"        # targeted (donor class) | random (uniform over all classes) | keep (control)
@@ -106,10 +106,6 @@ class Config:
             raise ValueError("concept_poisoning: need top_concepts >= 1 and n_concepts >= 2")
         check_positive(self, "analysis_per_class", "kmeans_points", "pcbm_max_iter", "pcbm_ig_steps", "ig_steps",
                        "examples_per_concept", "donor_pool", "text_bank_size", "epochs", "lr", "batch_size")
-
-
-def _report_dir(cfg: Config) -> Path:
-    return Path(cfg.report_dir) if cfg.report_dir else Path(tempfile.mkdtemp(prefix="concept-report-"))
 
 
 def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto") -> UnlearnResult:
@@ -157,8 +153,10 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
     start = time.perf_counter()
     examples = concept_examples(scores, cfg.examples_per_concept)
     cell = side_px(cfg.example_patch, analysis.x.shape[-2])
-    grid_path = image_png(patch_grid(concept_patches(analysis.x, scores, examples, cell), cell, GRID_SCALE),
-                          _report_dir(cfg) / "concept_patches.png")
+    grid_path = None
+    if cfg.report_dir:
+        grid_path = image_png(patch_grid(concept_patches(analysis.x, scores, examples, cell), cell, GRID_SCALE),
+                              Path(cfg.report_dir) / "concept_patches.png")
     timings["report"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -175,14 +173,15 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
 
     details = {**report.as_details(targets), "bank": "prototypes", "layer": bank.layer,
                "forget_classes": targets, "classes_removed": sorted(gone),
-               "patch_grid": str(grid_path), "patch_grid_cell": cell, "patch_grid_scale": GRID_SCALE,
+               "patch_grid": str(grid_path) if grid_path else None, "patch_grid_cell": cell, "patch_grid_scale": GRID_SCALE,
                "examples": {bank.names[k]: [analysis.ids[i] for i in idx] for k, idx in enumerate(examples)},
                "poison": cfg.poison, "labels": cfg.labels, "trainable": cfg.trainable, "reset_units": reset,
                "n_poisons": len(forget), "n_retain": len(retain), "n_analysis": len(analysis),
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     donors = ", ".join(f"{t}→{d['donor']} ({d['rule']}, {d['target_concept']}/{d['donor_concept']})"
                        for t, d in details["donors"].items())
-    logs.insert(0, f"concepts: {len(bank.names)} prototypes of {bank.layer}; donors {donors}; grid {grid_path}")
+    logs.insert(0, f"concepts: {len(bank.names)} prototypes of {bank.layer}; donors {donors}; "
+                   f"grid {grid_path or 'not drawn'}")
     return details, logs
 
 
