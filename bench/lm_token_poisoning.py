@@ -70,6 +70,7 @@ class Setup:
         self.method_params = {m: method_settings(m, params["unlearn"]) for m in METHODS}
         self.cfg = LMTrainConfig(**{**self.llm["train"], "device": "cpu"})
         self.blocks = int(self.llm["trainable_blocks"])
+        self._scratch: tempfile.TemporaryDirectory | None = None  # the quick run's store and base model
         if quick:
             self._quick(progress)
         else:
@@ -89,7 +90,8 @@ class Setup:
     def _quick(self, progress) -> None:
         from unlearn_ops.models.lm import save_lm, tiny_llama, tiny_tokenizer
 
-        root = Path(tempfile.mkdtemp(prefix="bench-lm-quick-"))
+        self._scratch = tempfile.TemporaryDirectory(prefix="bench-lm-quick-")
+        root = Path(self._scratch.name)
         self.world = FactsWorld(n_people=6)
         self.store = build_facts_store(root / "facts", self.world)
         corpus = [it.text for it in self.world.items] + [q for it in self.world.items for q in it.paraphrased_questions]
@@ -105,6 +107,11 @@ class Setup:
         self.original = fit_lm(copy.deepcopy(base), texts(self.store.part(self.store.active_ids()).x), self.cfg)
         self.original_seconds = time.perf_counter() - start
         progress(f"quick original trained in {self.original_seconds:.1f} s")
+
+    def close(self) -> None:
+        """Delete the quick run's temp folder (every quick run used to leave one behind)."""
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def retrain(self, splits, seed: int, progress):
         """The gold standard: the build's fine-tune from the same base on the retain set (seconds measured)."""
@@ -284,8 +291,11 @@ def main(argv: list[str] | None = None) -> dict:
     progress = lambda m: print(m, flush=True)  # noqa: E731
     start = time.perf_counter()
     setup = Setup(args.quick, progress)
-    payload = run(setup, seeds, sizes, args.methods, retain_eval, rt_snippets(n_ppl) if n_ppl else [], progress,
-                  args.variant)
+    try:
+        payload = run(setup, seeds, sizes, args.methods, retain_eval, rt_snippets(n_ppl) if n_ppl else [], progress,
+                      args.variant)
+    finally:
+        setup.close()
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
                     "seeds": seeds, "sizes": sizes, "retain_eval": retain_eval, "ppl_snippets": n_ppl,

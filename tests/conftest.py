@@ -12,13 +12,16 @@ that flips with order or threads is a coin flip, not a test).
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 _TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)  # a test session leaves nothing in /tmp
 os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TMP / 'mlflow.db'}"
 os.environ["UNLEARN_STACK_DIR"] = str(_TMP / "stack")  # a developer's running `make up` stays out of the tests

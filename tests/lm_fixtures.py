@@ -7,7 +7,9 @@ tests/conftest.py holds the shared fixtures, and these are only needed by the la
 
 from __future__ import annotations
 
+import atexit
 import copy
+import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +42,7 @@ class TinyLM:
 @lru_cache(maxsize=1)
 def tiny_lm_bundle() -> TinyLM:
     root = Path(tempfile.mkdtemp(prefix="unlearn-lm-tests-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     world = FactsWorld(**TINY_WORLD)
     store = build_facts_store(root / "facts", world)
     corpus = [it.text for it in world.items] + [q for it in world.items for q in it.paraphrased_questions]

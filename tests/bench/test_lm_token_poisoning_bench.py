@@ -1,6 +1,7 @@
 """`python -m bench lm_token_poisoning --quick` runs the protocol end to end on a tiny Llama (smoke test)."""
 
 import json
+import tempfile
 
 import pytest
 
@@ -12,8 +13,12 @@ def test_listed():
     assert "lm_token_poisoning" in BENCHES
 
 
-def test_quick_protocol_writes_results(tmp_path):
+def test_quick_protocol_writes_results(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the quick run's temp folder lands here
     main(["--quick", "--out-dir", str(tmp_path)])
+    assert not list(scratch.glob("bench-lm-quick-*")), "the quick run left its temp folder behind"
     data = json.loads((tmp_path / "lm_token_poisoning.json").read_text())
     assert data["quick"] is True and data["sizes"] == [1]
     models = {r["model"] for r in data["rows"]}
