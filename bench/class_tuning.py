@@ -60,8 +60,7 @@ def tune(seed: int, classes: list[int], variants: list[str], dataset: str = "fmn
             cpu = time.process_time() - cpu
             m = evaluate(result.model.cpu().eval(), splits, forget_classes=[c], relearn_steps=(3,), seed=seed)
             row = {"model": "production" if production else "protocol", "seed": seed, "class": c, "variant": label,
-                   "cpu_seconds": round(cpu, 2),
-                   "A_train": m["forget_accuracy"], "A_test": m["forget_class_test_accuracy"],
+                   "cpu_seconds": round(cpu, 2), "A_train": m["forget_accuracy"], "A_test": m["forget_class_test_accuracy"],
                    "retained": m["retained_test_accuracy"], "original_retained": before,
                    "retained_delta_pt": 100 * (m["retained_test_accuracy"] - before), "relearn_3": m["relearn_acc_3"]}
             print(json.dumps(row), flush=True)

@@ -112,7 +112,8 @@ def run_image_case(ds: str, seed: int, cls: int, original: nn.Module, method_par
     row["retrain"] = {**image_metrics(ref_model, original, splits, cls, forget_nm, seed), "seconds": ref_seconds}
     first_details: dict[str, Any] = {}
     for label, params in method_params.items():
-        run = measure(lambda p=params: run_method(NAME, original, splits, {**p, "seed": seed, "report_dir": report_dir}))
+        p = {**params, "seed": seed, "report_dir": report_dir}
+        run = measure(lambda p=p: run_method(NAME, original, splits, p))
         result = run.result
         m = image_metrics(result.model, original, splits, cls, forget_nm, seed)
         m.update(seconds=run.seconds, cpu_seconds=run.cpu_seconds, speedup=ref_seconds / max(run.seconds, 1e-9),
@@ -479,7 +480,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if seed in ab_seeds and cls in ab_classes:
                     methods.update({f"{p}+{lab}": {**base, "poison": p, "labels": lab} for p, lab in combos})
                 rcfg = refs.schedule(ds, seed, epochs=2) if args.quick else retrain_cfg
-                with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:  # the grids, crops of retained images
+                # the concept grids hold crops of retained images: drawn into a folder deleted after the case
+                with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
                     row, details = run_image_case(ds, seed, cls, original, methods, rcfg, scratch)
                     if cls == report_class and not report_details:
                         report_details = details

@@ -20,8 +20,15 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-_TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
-atexit.register(shutil.rmtree, _TMP, ignore_errors=True)  # a test session leaves nothing in /tmp
+
+def session_dir(prefix: str) -> Path:
+    """A temp folder that lasts the test session and is deleted at exit (a session leaves nothing in /tmp)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+_TMP = session_dir("unlearn-tests-")
 os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TMP / 'mlflow.db'}"
 os.environ["UNLEARN_STACK_DIR"] = str(_TMP / "stack")  # a developer's running `make up` stays out of the tests

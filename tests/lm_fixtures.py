@@ -7,15 +7,12 @@ tests/conftest.py holds the shared fixtures, and these are only needed by the la
 
 from __future__ import annotations
 
-import atexit
 import copy
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tests.conftest import fixture_seed
+from tests.conftest import fixture_seed, session_dir
 from unlearn_ops.data.facts import FactsWorld, build_facts_store, texts
 from unlearn_ops.data.splits import Splits
 from unlearn_ops.data.store import SampleStore
@@ -41,8 +38,7 @@ class TinyLM:
 
 @lru_cache(maxsize=1)
 def tiny_lm_bundle() -> TinyLM:
-    root = Path(tempfile.mkdtemp(prefix="unlearn-lm-tests-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    root = session_dir("unlearn-lm-tests-")
     world = FactsWorld(**TINY_WORLD)
     store = build_facts_store(root / "facts", world)
     corpus = [it.text for it in world.items] + [q for it in world.items for q in it.paraphrased_questions]

@@ -65,8 +65,8 @@ class Config:
     ig_steps: int = 32              # text: LayerIntegratedGradients steps on the token embeddings (paper: 32)
     examples_per_concept: int = 8   # images: example patches per concept in the PNG grid (non-forget samples only)
     example_patch: float = 0.43     # images: side share of those example patches (context for the human who names them)
-    report_dir: str = ""            # images: folder for the concept patch grid PNG; "" = none drawn (production: the grid
-                                    # holds crops of retained images, which a later deletion may have to reach)
+    report_dir: str = ""            # images: folder for the concept patch grid PNG; "" = none drawn (production:
+                                    # the grid holds crops of retained images, which a later deletion must reach)
     # --- poisons
     poison: str = "localized"       # images: localized|center|random|full|none; text: localized (LIG mask)|random|none
     labels: str = "targeted"        # targeted (donor class) | random (uniform over all classes) | keep (control)
@@ -173,7 +173,8 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
 
     details = {**report.as_details(targets), "bank": "prototypes", "layer": bank.layer,
                "forget_classes": targets, "classes_removed": sorted(gone),
-               "patch_grid": str(grid_path) if grid_path else None, "patch_grid_cell": cell, "patch_grid_scale": GRID_SCALE,
+               "patch_grid": str(grid_path) if grid_path else None, "patch_grid_cell": cell,
+               "patch_grid_scale": GRID_SCALE,
                "examples": {bank.names[k]: [analysis.ids[i] for i in idx] for k, idx in enumerate(examples)},
                "poison": cfg.poison, "labels": cfg.labels, "trainable": cfg.trainable, "reset_units": reset,
                "n_poisons": len(forget), "n_retain": len(retain), "n_analysis": len(analysis),
