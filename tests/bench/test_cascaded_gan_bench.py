@@ -5,7 +5,7 @@ import json
 import pytest
 
 from bench import BENCHES
-from bench.cascaded_gan import gate_proposal, main
+from bench.cascaded_gan import DATASETS, build_settings, gate_proposal, main, summarize
 
 
 def test_listed():
@@ -29,7 +29,9 @@ def test_quick_protocol_writes_results(tmp_path):
     assert "not Inception-FID" in md and "## Targets" in md and "## Production gates" in md
     assert (tmp_path / "img" / "cascaded_gan_original.png").is_file()
     assert set(payload["verdicts"]) == {"class-3 share <= retrained + 1 pt", "class-3 speed-up >= 100x (wall clock)",
-                                        "class-3 speed-up >= 100x (CPU time)"}
+                                        "class-3 speed-up >= 100x (CPU time)",
+                                        "class-3 FID change <= retrained's + 10 points"}
+    assert "Share target met on" in md
 
 
 def test_quick_refuses_to_overwrite_the_published_results():
@@ -56,3 +58,31 @@ def test_gate_proposal_lets_every_retrained_gan_pass():
     assert g["class.fid_change"]["retrained"] == [pytest.approx(-0.3)]
     for gate in g.values():
         assert all(v <= gate["max"] for v in gate["retrained"])
+
+
+def class_row(seed: int, fid: tuple[float, float, float], share: tuple[float, float, float]) -> dict:
+    r = row("class", (0.5, 0.5, 0.5), fid, share)
+    return {**r, "seed": seed, "scenario": "class-0", "forget_size": 100, "speedup": 200.0, "cpu_speedup": 150.0,
+            "unlearn_seconds": 1.0, "unlearn_cpu_seconds": 1.0, "retrain_seconds": 200.0, "retrain_cpu_seconds": 150.0,
+            "details": {"iterations": 10}}
+
+
+@pytest.mark.parametrize("unlearned_fid, passes", [(119.0, True), (121.0, False)])
+def test_class_fid_target_is_relative_to_the_retrained_gans_change(unlearned_fid, passes):
+    # retrained FID change +10 %: the unlearned GAN may be at most +20 %, i.e. FID 120 from 100
+    _, verdicts = summarize([class_row(0, (100.0, unlearned_fid, 110.0), (0.10, 0.02, 0.02))])
+    assert verdicts["class-0 FID change <= retrained's + 10 points"] is passes
+
+
+@pytest.mark.parametrize("unlearned_share, passes", [(0.029, True), (0.031, False)])
+def test_class_share_target_allows_one_point_over_retraining(unlearned_share, passes):
+    _, verdicts = summarize([class_row(0, (100.0, 100.0, 100.0), (0.10, unlearned_share, 0.02))])
+    assert verdicts["class-0 share <= retrained + 1 pt"] is passes
+
+
+def test_fmnist_profile_changes_only_what_it_names():
+    arch, cfg, method = build_settings(False, DATASETS["mnist5k"])
+    f_arch, f_cfg, f_method = build_settings(False, DATASETS["fmnist"])
+    assert f_arch == arch and f_cfg.epochs == DATASETS["fmnist"].gan_epochs != cfg.epochs
+    assert {k for k in method if f_method[k] != method[k]} == set(DATASETS["fmnist"].method)
+    assert DATASETS["fmnist"].items == () and DATASETS["fmnist"].result != DATASETS["mnist5k"].result
