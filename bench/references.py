@@ -79,6 +79,28 @@ def trained(dataset: str, data: Part, spec: dict, cfg: TrainConfig, label: str =
     return model, seconds
 
 
+def trained_gan(dataset: str, data: Part, arch: dict, cfg, label: str = "") -> tuple[nn.Module, dict]:
+    """The DCGAN `arch` trained from scratch on `data` with `cfg` (a GanTrainConfig; init seed = cfg.seed),
+    cached like the classifiers. Returns (GAN on CPU, {"seconds", "cpu_seconds"} measured when trained)."""
+    from unlearn_ops.models.gan import GAN, init_weights, load_gan, save_gan, train_gan
+
+    ids_hash = hashlib.sha256("\n".join(sorted(data.ids)).encode()).hexdigest()
+    key = hashlib.sha256(canonical_json({"dataset": dataset, "ids": ids_hash, "gan": arch,
+                                         "cfg": {**asdict(cfg), "device": "any"}}).encode()).hexdigest()[:20]
+    folder = CACHE / "gans" / key
+    meta = folder / "meta.json"
+    if meta.is_file():
+        return load_gan(folder).eval(), json.loads(meta.read_text())["timing"]
+    gan = init_weights(GAN(**arch), cfg.seed)
+    cpu = time.process_time()
+    seconds = train_gan(gan.generator, gan.discriminator, data.x, cfg)
+    timing = {"seconds": seconds, "cpu_seconds": time.process_time() - cpu}
+    gan = gan.cpu().eval()
+    save_gan(gan, folder)
+    atomic_write_json(meta, {"timing": timing, "label": label, "n_train": len(data), "cfg": asdict(cfg)})
+    return gan, timing
+
+
 def schedule(dataset: str, seed: int, **overrides) -> TrainConfig:
     return TrainConfig(**{**asdict(SCHEDULES[dataset]), "seed": seed, **overrides})
 

@@ -1,8 +1,10 @@
 """`python -m bench cascaded_gan --quick` runs the whole protocol end to end (numbers not checked: smoke test)."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 
 from bench import BENCHES
 from bench.cascaded_gan import DATASETS, build_settings, gate_proposal, main, summarize
@@ -86,3 +88,23 @@ def test_fmnist_profile_changes_only_what_it_names():
     assert f_arch == arch and f_cfg.epochs == DATASETS["fmnist"].gan_epochs != cfg.epochs
     assert {k for k in method if f_method[k] != method[k]} == set(DATASETS["fmnist"].method)
     assert DATASETS["fmnist"].items == () and DATASETS["fmnist"].result != DATASETS["mnist5k"].result
+
+
+def test_trained_gans_are_cached_with_their_measured_seconds(tmp_path, monkeypatch):
+    from bench import references as refs
+    from unlearn_ops.data.splits import Part
+    from unlearn_ops.models.gan import GanTrainConfig
+
+    monkeypatch.setattr(refs, "CACHE", tmp_path / "cache")
+    x = torch.rand(32, 1, 28, 28)
+    data = Part(ids=tuple(f"s/{i}" for i in range(32)), x=x, y=torch.zeros(32, dtype=torch.long))
+    arch = {"z_dim": 4, "g_width": 2, "d_width": 2}
+    cfg = GanTrainConfig(epochs=1, batch_size=16, seed=3, device="cpu")
+    first, timing = refs.trained_gan("t", data, arch, cfg)
+    again, cached = refs.trained_gan("t", data, arch, cfg)
+    assert cached == timing and timing["seconds"] > 0 and timing["cpu_seconds"] > 0
+    a, b = first.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other, _ = refs.trained_gan("t", data, arch, replace(cfg, seed=4))  # another seed is another model
+    assert not torch.equal(next(other.generator.parameters()), next(first.generator.parameters()))
+    assert len(list((tmp_path / "cache" / "gans").iterdir())) == 2
