@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from bench import references
-from bench.common import OUT_DIR, fmt, machine, md_table, method_settings, write_results
+from bench.common import OUT_DIR, fmt, machine, md_table, method_settings, parse_variant, write_results
 from bench.references import base_model, spec_for, store
 from flows.params import load_params
 from unlearn_ops.data.splits import Part, Splits
@@ -140,7 +140,7 @@ def scenario_splits(full: Splits, forget_mask: np.ndarray) -> Splits:
 
 
 def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img_dir: Path | None,
-        progress=print, checkpoint=None, dataset: str = "mnist5k") -> dict[str, Any]:
+        progress=print, checkpoint=None, dataset: str = "mnist5k", overrides: dict | None = None) -> dict[str, Any]:
     """The protocol; `checkpoint(payload)` is called with the rows so far after each scenario."""
     ds = DATASETS[dataset]
     s = store(dataset)
@@ -149,6 +149,7 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
         full = Splits(forget=full.forget, retain=full.retain.sample(400, 0), test=full.test.sample(200, 0),
                       nonmember=full.nonmember.sample(200, 0), num_classes=full.num_classes)
     arch, cfg, method = build_settings(quick, ds)
+    method.update(overrides or {})
     reference, ref_acc = reference_classifier(s, quick, full.retain, dataset)
     ref_spec = QUICK_REF if quick else spec_for(s)
     cache = None if quick else dataset  # the smoke test trains its tiny GANs afresh
@@ -387,12 +388,17 @@ def main(argv: list[str] | None = None) -> dict:
                     help="item deletion sizes (default 64 256; fmnist: none)")
     ap.add_argument("--out-dir", type=Path, default=None, help="where results go (default docs/benchmarks)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time = compute time)")
+    ap.add_argument("--variant", default=None, metavar="cascaded_gan:KEY=VALUE,...",
+                    help="settings changed on top of the data set's (needs --label: the main report stays as it is)")
     ap.add_argument("--label", default="", help="a second report of the data set: <result>-<label>.{md,json}")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="combine the JSON results of earlier runs (e.g. one process per seed) instead of running")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out_dir or OUT_DIR, argv, args.label)
+    overrides = parse_variant(args.variant, [NAME])[1] if args.variant else {}
+    if overrides and not args.label:
+        ap.error("--variant needs --label, so that it does not overwrite the report of the data set's settings")
     torch.set_num_threads(args.threads)
     ds = DATASETS[args.dataset]
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -411,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     "seconds": time.perf_counter() - start, "machine": machine()})
 
     payload = run(seeds, classes, items, args.quick, img_dir, progress=lambda m: print(m, flush=True),
-                  checkpoint=checkpoint, dataset=args.dataset)
+                  checkpoint=checkpoint, dataset=args.dataset, overrides=overrides)
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
                     "gate_proposal": gate_proposal(payload["rows"]),

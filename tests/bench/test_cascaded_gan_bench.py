@@ -108,3 +108,8 @@ def test_trained_gans_are_cached_with_their_measured_seconds(tmp_path, monkeypat
     other, _ = refs.trained_gan("t", data, arch, replace(cfg, seed=4))  # another seed is another model
     assert not torch.equal(next(other.generator.parameters()), next(first.generator.parameters()))
     assert len(list((tmp_path / "cache" / "gans").iterdir())) == 2
+
+
+def test_a_variant_needs_its_own_label():
+    with pytest.raises(SystemExit):
+        main(["--dataset", "fmnist", "--variant", "cascaded_gan:preserve_weight=10"])

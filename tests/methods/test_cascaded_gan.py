@@ -11,7 +11,7 @@ from unlearn_ops.methods import METHODS, run_method
 from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.methods.cascaded_gan import Config, resolve_mode
 from unlearn_ops.models import state_fingerprint
-from unlearn_ops.models.gan import GAN
+from unlearn_ops.models.gan import GAN, latent
 from unlearn_ops.verify.gan import class_share
 
 NAME = "cascaded_gan"
@@ -94,3 +94,30 @@ def test_rejects_classifiers_and_bad_settings(tiny_model, class_splits):
         run_method(NAME, tiny_model, class_splits, device="cpu")
     with pytest.raises(ValueError, match="substitution"):
         run_method(NAME, H.tiny_gan(), H.item_splits(), {"substitution": "copy"}, device="cpu")
+
+
+def _kept_drift(model: GAN, original: GAN, z: torch.Tensor) -> float:
+    """Mean squared change of G(z) on latents the original drew as a kept class."""
+    from unlearn_ops.training import predict_logits
+
+    with torch.no_grad():
+        before, after = original.generator.eval()(z), model.generator.eval()(z)
+    kept = predict_logits(H.reference_classifier(), before).argmax(1) != H.FORGET_CLASS
+    assert kept.sum() >= 10, "the tiny GAN should draw the kept digit"
+    return float(((after - before)[kept] ** 2).mean())
+
+
+def test_preserve_weight_keeps_the_kept_classes_where_they_were():
+    gan = H.tiny_gan()
+    z = latent(200, gan.z_dim, 11)
+    settings = {"mode": "class", "class_epochs": 4, "class_min_epochs": 4, "batch_size": 32}
+    free = run_method(NAME, gan, H.class_splits(), settings, device="cpu").model
+    anchored = run_method(NAME, gan, H.class_splits(), {**settings, "preserve_weight": 100.0}, device="cpu").model
+    assert _kept_drift(anchored, gan, z) < 0.5 * _kept_drift(free, gan, z)
+
+
+def test_preserve_weight_needs_a_reference():
+    bare = copy.deepcopy(H.tiny_gan())
+    bare.reference, bare.reference_spec = None, None
+    with pytest.raises(NotApplicable, match="reference classifier"):
+        run_method(NAME, bare, H.class_splits(), {"mode": "class", "preserve_weight": 1.0}, device="cpu")

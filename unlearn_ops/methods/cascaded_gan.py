@@ -83,6 +83,8 @@ class Config:
     stop_samples: int = 128               # generated images (fixed z, G in eval mode) behind mean D(G(z)) in the stop rule
     filter_oversample: int = 4            # generated_filtered: draw this many x |D_u| candidates before filtering
     filter_pool: int = 2000               # generated_filtered, item mode: retained images the nearest-neighbour test compares with
+    preserve_weight: float = 0.0          # class mode: weight of an MSE anchor keeping G(z) of kept-class latents as they were (0 = the paper's cascade)
+    preserve_pool: int = 2048             # latents drawn for the anchor; those the reference calls a forgotten class are dropped
     seed: int = 0                         # batch order, latent draws and substitute choice
 
     def __post_init__(self) -> None:
@@ -132,6 +134,22 @@ def substitutes(gan: GAN, splits: Splits, mode: str, cfg: Config, reference: nn.
     return chosen, {"substitutes": n, "candidates": len(candidates), "accepted": int(keep.sum())}
 
 
+def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cfg: Config,
+            dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, G(z)) of the original generator for latents whose sample the reference assigns to a kept class."""
+    if reference is None:
+        raise NotApplicable("cascaded_gan: preserve_weight needs a reference classifier: attach one to the GAN")
+    z = latent(cfg.preserve_pool, gan.z_dim, cfg.seed + 2, dev)
+    g_was = gan.generator.training
+    gan.generator.eval()
+    with torch.no_grad():
+        fake = gan.generator(z)
+    gan.generator.train(g_was)
+    keep = ~np.isin(predict_logits(reference, fake.cpu()).argmax(1).numpy(), forget_classes)
+    idx = torch.from_numpy(np.flatnonzero(keep)).to(dev)
+    return z[idx], fake[idx]
+
+
 def _stop_means(gan: GAN, forget_x: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
     """Mean D(x_u) and mean D(G(z)) on a fixed z; G and D in eval mode (no dropout, BN running stats)."""
     g_was = gan.generator.training
@@ -166,6 +184,8 @@ def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
 
     epochs, min_epochs, lr_d, lr_g = ((cfg.class_epochs, cfg.class_min_epochs, cfg.class_lr_d, cfg.class_lr_g)
                                       if mode == "class" else (cfg.epochs, cfg.min_epochs, cfg.lr_d, cfg.lr_g))
+    anchor = (_anchor(gan, reference, splits.forget_classes, cfg, dev)
+              if mode == "class" and cfg.preserve_weight > 0 else None)
     g, d = gan.generator.train(), gan.discriminator.train()
     opt_d = torch.optim.Adam(d.parameters(), lr=lr_d, betas=(cfg.beta1, 0.999))
     opt_g = torch.optim.Adam(g.parameters(), lr=lr_g, betas=(cfg.beta1, 0.999))
@@ -191,6 +211,9 @@ def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
             opt_d.step()
             # (c) G-learn: G follows the unlearned D
             loss_g = bce_logits(d(fake), 1.0)
+            if anchor is not None:  # kept classes stay where they were; only the forgotten class's cells move
+                pick = torch.randint(0, len(anchor[0]), (cfg.batch_size,), generator=gen).to(dev)
+                loss_g = loss_g + cfg.preserve_weight * nn.functional.mse_loss(g(anchor[0][pick]), anchor[1][pick])
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
