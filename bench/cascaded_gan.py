@@ -140,9 +140,12 @@ def scenario_splits(full: Splits, forget_mask: np.ndarray) -> Splits:
 
 
 def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img_dir: Path | None,
-        progress=print, checkpoint=None, dataset: str = "mnist5k", overrides: dict | None = None) -> dict[str, Any]:
-    """The protocol; `checkpoint(payload)` is called with the rows so far after each scenario."""
+        progress=print, checkpoint=None, dataset: str = "mnist5k", overrides: dict | None = None,
+        name: str | None = None) -> dict[str, Any]:
+    """The protocol; `checkpoint(payload)` is called with the rows so far after each scenario. Sample
+    grids are named after the report (`name`, default the data set's)."""
     ds = DATASETS[dataset]
+    name = name or ds.result
     s = store(dataset)
     full = s.splits()
     if quick:  # 400 train images, both pools kept small
@@ -165,7 +168,7 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
         original, base_seconds, _ = trained_gan(arch, cfg, full.retain, seed, reference, ref_spec, cache,
                                                 f"{dataset} GAN s{seed}")
         if img_dir is not None and seed == img_seed:
-            save_sample_grid(original, img_dir / f"{ds.result}_original.png")
+            save_sample_grid(original, img_dir / f"{name}_original.png")
         scenarios: list[tuple[str, str, np.ndarray, list[int]]] = []
         ids = np.asarray(full.retain.ids)
         for n in items:
@@ -193,8 +196,8 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
             shared = {name: evaluate(g, splits, forget_classes, n_eval, seed, downstream, fid_ref)
                       for name, g in (("original", original), ("retrained", retrained))}
             for sub, result in results.items():
-                name = label if sub == variants[0] else f"{label}/{sub}"
-                rows.append({"seed": seed, "scenario": name, "mode": mode, "substitution": sub,
+                row_name = label if sub == variants[0] else f"{label}/{sub}"
+                rows.append({"seed": seed, "scenario": row_name, "mode": mode, "substitution": sub,
                              "forget_size": int(mask.sum()), "forget_classes": forget_classes,
                              "unlearn_seconds": result.seconds, "retrain_seconds": retrain_seconds,
                              "base_train_seconds": base_seconds, "speedup": retrain_seconds / result.seconds,
@@ -204,9 +207,9 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
                              "unlearned": evaluate(result.model, splits, forget_classes, n_eval, seed, downstream,
                                                    fid_ref)})
                 if img_dir is not None and seed == img_seed:
-                    save_sample_grid(result.model, img_dir / f"{ds.result}_{name.replace('/', '_')}_unlearned.png")
+                    save_sample_grid(result.model, img_dir / f"{name}_{row_name.replace('/', '_')}_unlearned.png")
             if img_dir is not None and seed == img_seed:
-                save_sample_grid(retrained, img_dir / f"{ds.result}_{label}_retrained.png")
+                save_sample_grid(retrained, img_dir / f"{name}_{label}_retrained.png")
             if checkpoint is not None:
                 checkpoint(payload)
     return payload
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     "seconds": time.perf_counter() - start, "machine": machine()})
 
     payload = run(seeds, classes, items, args.quick, img_dir, progress=lambda m: print(m, flush=True),
-                  checkpoint=checkpoint, dataset=args.dataset, overrides=overrides)
+                  checkpoint=checkpoint, dataset=args.dataset, overrides=overrides, name=name)
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
                     "gate_proposal": gate_proposal(payload["rows"]),
