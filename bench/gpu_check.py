@@ -87,8 +87,8 @@ def gan_protocol(device: str) -> dict[str, Any]:
     full = Splits(forget=full.forget, retain=full.retain.sample(400, 0), test=full.test.sample(200, 0),
                   nonmember=full.nonmember.sample(200, 0), num_classes=full.num_classes)
     arch, cfg, method = build_settings(quick=True)
-    reference, _ = reference_classifier(s, True, full.retain)
-    original, _, _ = trained_gan(arch, cfg, full.retain.x, 0, reference, QUICK_REF)
+    reference, _ = reference_classifier(s, True, full.retain, "mnist5k")
+    original, _, _ = trained_gan(arch, cfg, full.retain, 0, reference, QUICK_REF)
     splits = scenario_splits(full, full.retain.y.numpy() == 0)
     params = {**method, "mode": "class", "substitution": "retain_sample", "seed": 0}
     runs = {}

@@ -34,3 +34,13 @@ def test_a_gpu_result_outside_the_tolerance_fails_the_verdict():
                "batch": {"agree": True, "used_cuda": True}}
     v = gpu_check.verdicts(payload)
     assert v["neuron_perturbation: CUDA agrees with CPU"] is False and v["cascaded_gan: CUDA agrees with CPU"] is True
+
+
+def test_the_gan_part_runs_on_the_cpu(tmp_path, monkeypatch):
+    # the GPU check runs only where a GPU is lent: its GAN part must not break unseen when the bench changes
+    from bench import references as refs
+
+    monkeypatch.setattr(refs, "CACHE", tmp_path / "cache")
+    out = gpu_check.gan_protocol("cpu")
+    assert out["cascaded_gan"]["cpu_seconds"] > 0 and out["gan_retrain"]["gpu_seconds"] > 0
+    assert all(m["ok"] for m in out["cascaded_gan"]["agreement"].values())  # CPU against CPU agrees
