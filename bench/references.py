@@ -53,7 +53,7 @@ def spec_for(s: SampleStore, arch: str = "cnn") -> dict:
     return {"arch": arch, "in_channels": c, "num_classes": len(s.classes), "image_size": h}
 
 
-def _key(dataset: str, train_ids: Sequence[str], spec: dict, cfg: TrainConfig) -> str:
+def _key(dataset: str, train_ids: Sequence[str], spec: dict, cfg) -> str:
     ids_hash = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()
     payload = {"dataset": dataset, "ids": ids_hash, "spec": spec, "cfg": {**asdict(cfg), "device": "any"}}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
@@ -84,10 +84,7 @@ def trained_gan(dataset: str, data: Part, arch: dict, cfg, label: str = "") -> t
     cached like the classifiers. Returns (GAN on CPU, {"seconds", "cpu_seconds"} measured when trained)."""
     from unlearn_ops.models.gan import GAN, init_weights, load_gan, save_gan, train_gan
 
-    ids_hash = hashlib.sha256("\n".join(sorted(data.ids)).encode()).hexdigest()
-    key = hashlib.sha256(canonical_json({"dataset": dataset, "ids": ids_hash, "gan": arch,
-                                         "cfg": {**asdict(cfg), "device": "any"}}).encode()).hexdigest()[:20]
-    folder = CACHE / "gans" / key
+    folder = CACHE / "gans" / _key(dataset, data.ids, {"arch": "dcgan", **arch}, cfg)
     meta = folder / "meta.json"
     if meta.is_file():
         return load_gan(folder).eval(), json.loads(meta.read_text())["timing"]

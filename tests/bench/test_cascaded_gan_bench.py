@@ -14,7 +14,10 @@ def test_listed():
     assert "cascaded_gan" in BENCHES
 
 
-def test_quick_protocol_writes_results(tmp_path):
+def test_quick_protocol_writes_results(tmp_path, monkeypatch):
+    from bench import references as refs
+
+    monkeypatch.setattr(refs, "CACHE", tmp_path / "cache")  # its tiny GANs stay out of var/bench-cache
     payload = main(["--quick", "--out-dir", str(tmp_path)])
     data = json.loads((tmp_path / "cascaded_gan.json").read_text())
     assert data["quick"] is True and data["fid_kind"].startswith("classifier-feature FID")

@@ -134,17 +134,23 @@ def substitutes(gan: GAN, splits: Splits, mode: str, cfg: Config, reference: nn.
     return chosen, {"substitutes": n, "candidates": len(candidates), "accepted": int(keep.sum())}
 
 
+def _drawn(gan: GAN, z: torch.Tensor) -> torch.Tensor:
+    """G(z) with G in eval mode (BN running stats), leaving G's mode as it was."""
+    g_was = gan.generator.training
+    gan.generator.eval()
+    with torch.no_grad():
+        fake = gan.generator(z)
+    gan.generator.train(g_was)
+    return fake
+
+
 def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cfg: Config,
             dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, G(z)) of the original generator for latents whose sample the reference assigns to a kept class."""
     if reference is None:
         raise NotApplicable("cascaded_gan: preserve_weight needs a reference classifier: attach one to the GAN")
     z = latent(cfg.preserve_pool, gan.z_dim, cfg.seed + 2, dev)
-    g_was = gan.generator.training
-    gan.generator.eval()
-    with torch.no_grad():
-        fake = gan.generator(z)
-    gan.generator.train(g_was)
+    fake = _drawn(gan, z)
     keep = ~np.isin(predict_logits(reference, fake.cpu()).argmax(1).numpy(), forget_classes)
     idx = torch.from_numpy(np.flatnonzero(keep)).to(dev)
     return z[idx], fake[idx]
@@ -152,12 +158,7 @@ def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cf
 
 def _stop_means(gan: GAN, forget_x: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
     """Mean D(x_u) and mean D(G(z)) on a fixed z; G and D in eval mode (no dropout, BN running stats)."""
-    g_was = gan.generator.training
-    gan.generator.eval()
-    with torch.no_grad():
-        fake = gan.generator(z)
-    gan.generator.train(g_was)
-    return d_scores(gan, forget_x).mean().item(), d_scores(gan, fake).mean().item()
+    return d_scores(gan, forget_x).mean().item(), d_scores(gan, _drawn(gan, z)).mean().item()
 
 
 def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
