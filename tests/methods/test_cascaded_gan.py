@@ -9,7 +9,7 @@ from tests import gan_helpers as H
 from tests.methods.contract import assert_same_state, check_contract
 from unlearn_ops.methods import METHODS, run_method
 from unlearn_ops.methods.base import NotApplicable
-from unlearn_ops.methods.cascaded_gan import Config, resolve_mode
+from unlearn_ops.methods.cascaded_gan import Config, _stop_subset, resolve_mode
 from unlearn_ops.models import state_fingerprint
 from unlearn_ops.models.gan import GAN, latent
 from unlearn_ops.verify.gan import class_share
@@ -116,8 +116,27 @@ def test_preserve_weight_keeps_the_kept_classes_where_they_were():
     assert _kept_drift(anchored, gan, z) < 0.5 * _kept_drift(free, gan, z)
 
 
+def test_preserve_weight_leaves_the_forgotten_class_free_to_go():
+    # the anchor holds only latents drawn as a kept class, so the forgotten class still leaves (0.66 -> 0.41 here)
+    gan = H.tiny_gan()
+    settings = {"mode": "class", "class_epochs": 4, "class_min_epochs": 4, "batch_size": 32, "preserve_weight": 10.0}
+    before = class_share(gan, [H.FORGET_CLASS], n=1000, seed=7)
+    after = class_share(run_method(NAME, gan, H.class_splits(), settings, device="cpu").model, [H.FORGET_CLASS],
+                        n=1000, seed=7)
+    assert after < before - 0.1, f"forgotten-class share {before:.2f} -> {after:.2f}"
+
+
 def test_preserve_weight_needs_a_reference():
     bare = copy.deepcopy(H.tiny_gan())
     bare.reference, bare.reference_spec = None, None
     with pytest.raises(NotApplicable, match="reference classifier"):
         run_method(NAME, bare, H.class_splits(), {"mode": "class", "preserve_weight": 1.0}, device="cpu")
+
+
+def test_the_stop_rule_scores_a_fixed_subset_of_a_large_forget_set():
+    x = torch.arange(50, dtype=torch.float32).reshape(50, 1, 1, 1)
+    assert torch.equal(_stop_subset(x, Config(stop_forget=50)), x)  # small forget sets: every image
+    part = _stop_subset(x, Config(stop_forget=20))
+    assert len(part) == 20 and len(set(part.flatten().tolist())) == 20  # distinct forget images
+    assert torch.equal(part, _stop_subset(x, Config(stop_forget=20)))  # the same ones every time
+    assert not torch.equal(part, _stop_subset(x, Config(stop_forget=20, seed=1)))
