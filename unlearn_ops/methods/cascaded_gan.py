@@ -150,7 +150,7 @@ def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cf
     """A latent pool for the G batches: z, the original G(z), and whether the reference calls G(z) a kept class.
 
     G's batches are drawn from this pool so the anchor needs no second pass of G; the pool is small because
-    classifying it is the anchor's main cost (Fashion-MNIST: 2 048 latents cost 0.7 s of a 1.5 s run).
+    classifying it is the anchor's main cost (measured on docs/methods/cascaded_gan.md).
     """
     if reference is None:
         raise NotApplicable("cascaded_gan: preserve_weight needs a reference classifier: attach one to the GAN")
@@ -161,8 +161,8 @@ def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cf
 
 
 def _stop_subset(forget_x: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """The forget images behind the stop rule: all of them, or a fixed random `stop_forget` of a whole class (a
-    6 000-image class scored by D twice cost a quarter of the run; its mean needs no more images than G(z)'s)."""
+    """The forget images behind the stop rule: all of them, or a fixed random `stop_forget` of a larger set (a
+    mean needs no more; scoring a whole class twice was a quarter of a Fashion-MNIST class run)."""
     if len(forget_x) <= cfg.stop_forget:
         return forget_x
     pick = torch.randperm(len(forget_x), generator=torch.Generator().manual_seed(cfg.seed + 3))[:cfg.stop_forget]
