@@ -151,7 +151,8 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
     downstream = {"n": 300, "epochs": 1} if quick else {"n": 2000, "epochs": 2}
     rows: list[dict[str, Any]] = []
     payload = {"rows": rows, "dataset": dataset, "reference_test_accuracy": ref_acc, "gan": arch,
-               "schedule": cfg.__dict__, "method": method, "fid_kind": FID_NAME, "eval_samples": n_eval, "downstream": downstream}
+               "schedule": cfg.__dict__, "method": method, "fid_kind": FID_NAME, "eval_samples": n_eval,
+               "downstream": downstream}
     img_seed = 0  # sample grids from seed 0 only: runs of other seeds (e.g. in parallel processes) write none
     for seed in seeds:
         progress(f"[seed {seed}] training the original GAN on {len(full.retain)} images ({cfg.epochs} epochs)")

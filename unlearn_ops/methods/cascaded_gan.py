@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -145,8 +146,15 @@ def _drawn(gan: GAN, z: torch.Tensor) -> torch.Tensor:
     return fake
 
 
+class Anchor(NamedTuple):
+    """The latent pool G's batches come from when `preserve_weight` > 0."""
+    z: torch.Tensor      # the pool's latents
+    drawn: torch.Tensor  # the original generator's G(z)
+    kept: torch.Tensor   # True where the reference calls G(z) a kept class (the anchor holds only these)
+
+
 def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cfg: Config,
-            dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            dev: torch.device) -> Anchor:
     """A latent pool for the G batches: z, the original G(z), and whether the reference calls G(z) a kept class.
 
     G's batches are drawn from this pool so the anchor needs no second pass of G; the pool is small because
@@ -157,7 +165,7 @@ def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cf
     z = latent(cfg.preserve_pool, gan.z_dim, cfg.seed + 2, dev)
     fake = _drawn(gan, z)
     kept = ~np.isin(predict_logits(reference, fake.cpu()).argmax(1).numpy(), forget_classes)
-    return z, fake, torch.from_numpy(kept).to(dev)
+    return Anchor(z, fake, torch.from_numpy(kept).to(dev))
 
 
 def _stop_subset(forget_x: torch.Tensor, cfg: Config) -> torch.Tensor:
@@ -218,10 +226,11 @@ def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
             x_u = forget_x[order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
             x_r = real_pool[torch.randint(0, len(real_pool), (cfg.batch_size,), generator=gen)].to(dev)
             if anchor is None:
-                fake = g(torch.randn(cfg.batch_size, gan.z_dim, generator=gen).to(dev))
+                z = torch.randn(cfg.batch_size, gan.z_dim, generator=gen).to(dev)
             else:  # the G batch is drawn from the anchor's pool, so the anchor costs no second pass of G
-                pick = torch.randint(0, len(anchor[0]), (cfg.batch_size,), generator=gen).to(dev)
-                fake = g(anchor[0][pick])
+                pick = torch.randint(0, len(anchor.z), (cfg.batch_size,), generator=gen).to(dev)
+                z = anchor.z[pick]
+            fake = g(z)
             # (a) D-unlearn: the fake label on x_u; (b) D-learn on D' and G(z); one D update
             loss_u = bce_logits(d(x_u), 0.0)
             loss_l = bce_logits(d(x_r), 1.0) + bce_logits(d(fake.detach()), 0.0)
@@ -231,9 +240,9 @@ def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
             # (c) G-learn: G follows the unlearned D
             loss_g = bce_logits(d(fake), 1.0)
             if anchor is not None:  # kept classes stay where they were; only the forgotten class's cells move
-                kept = anchor[2][pick]
+                kept = anchor.kept[pick]
                 if kept.any():
-                    loss_g = loss_g + cfg.preserve_weight * nn.functional.mse_loss(fake[kept], anchor[1][pick][kept])
+                    loss_g = loss_g + cfg.preserve_weight * nn.functional.mse_loss(fake[kept], anchor.drawn[pick][kept])
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
