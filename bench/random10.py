@@ -16,7 +16,9 @@ evaluated by `unlearn_ops.verify.suite.evaluate`; Avg. Gap (percentage points, S
 TA / MIA-Efficacy) is taken to the retrained model of the same seed. Production gates
 (params.yaml `gates.samples`) are applied with the original as the previous champion.
 
-Target (issue 4): the best method reaches Avg. Gap ≤ 1.0 at ≥ 10× speed-up over retraining.
+Target (issue 4): the best method reaches Avg. Gap ≤ 1.0 at ≥ 10× speed-up over retraining. With the
+independent retrain: the noise-floor target (issue 24), Avg. Gap ≤ 0.6 and no farther than the second retrain
+on at least half of the seeds.
 
 `--quick` runs one seed on a 500-sample digits subset with tiny settings: a smoke test of the
 protocol (seconds); its numbers mean nothing and are written only with --out-dir.
@@ -45,6 +47,7 @@ from flows.params import load_params
 NAME = "random10"
 FRACTION = 0.10
 TARGET_GAP, TARGET_SPEEDUP = 1.0, 10.0
+FLOOR_GAP = 0.6  # issue 24: at the noise floor, mean ≤ 0.6 and ≤ the twin's gap on at least half of the seeds
 TWIN_SEED_OFFSET = 100  # the independent retrain's seed: s + 100, outside every protocol's seed range
 KEYS = ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy", "mia_loss_auc", "mia_simple",
         "forgetting_rate", "forget_accuracy_gap", "forget_accuracy_z", "test_accuracy_drop")
@@ -155,9 +158,12 @@ def markdown(payload: dict[str, Any]) -> str:
             pairs = [(c["rows"][fast]["avg_gap"], c["rows"][compare.TWIN]["avg_gap"]) for c in payload["cases"]
                      if "avg_gap" in c["rows"].get(fast, {}) and compare.TWIN in c["rows"]]
             closer = sum(m <= t for m, t in pairs)
+            floor = gap <= FLOOR_GAP and 2 * closer >= len(pairs)
             verdict += (f" For scale: an exact retrain with another seed is itself {twin[0]:.2f} ± {twin[1]:.2f} pp "
                         f"from the reference (`{compare.TWIN}`), the noise floor of an Avg. Gap to one retrained "
-                        f"model; `{fast}` is as close as that or closer on {closer} of {len(pairs)} seeds.")
+                        f"model; `{fast}` is as close as that or closer on {closer} of {len(pairs)} seeds. "
+                        f"Noise-floor target (Avg. Gap ≤ {FLOOR_GAP} and as close as the twin on at least half "
+                        f"of the seeds, at ≥ {TARGET_SPEEDUP:.0f}×) **{'met' if floor else 'NOT met'}**.")
         if ":" in fast:
             method = fast.split(":")[0]
             verdict += (f" `{fast}` is `{method}` with those settings changed from params.yaml (`--variant`; "
