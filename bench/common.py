@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -141,6 +142,16 @@ def parse_variant(spec: str, known: Iterable[str]) -> tuple[str, dict[str, Any]]
         raise ValueError(f"unknown method in variant {spec!r}")
     params = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
     return method, params
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of a model's state (names and bytes), first 16 hex digits: which weights a report measured, so two
+    reports on "the same" cached model can be told apart (CPU training is not bit-identical across thread counts)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench import references as refs
-from bench.common import load_note, load_record, measure, write_results
+from bench.common import load_note, load_record, measure, weights_digest, write_results
 from flows.params import load_params
 from tasks.batch import Step, chain_step
 from unlearn_ops.families import family
@@ -73,7 +73,7 @@ def run(dataset: str, sizes: list[int], draws: int, params: dict[str, Any]) -> d
                              **judged(step, champion, splits, store, ids, gates, settings, params)})
                 print(runs[-1], flush=True)
     return {"rows": rows, "method": step.method, "method_settings": step_settings(step, params),
-            "method_runs": runs}
+            "method_runs": runs, "champion_sha256": weights_digest(champion)}
 
 
 def step_settings(step: Step, params: dict) -> dict[str, Any]:
@@ -99,7 +99,8 @@ def markdown(p: dict[str, Any]) -> str:
     lines = [f"The champion (the build's {p['dataset']} model) scored as its own candidate — what a no-op hands the "
              f"gates — with params.yaml's `{KIND}` gates on batches of random active data subjects "
              f"({p['draws']} draws per size). Power: the champion's own `forget_accuracy_z` ≥ {z['max']} + "
-             f"{z['power_margin']} (docs/verification.md, \"Power check\"). {load_note(p.get('load'))}.", "",
+             f"{z['power_margin']} (docs/verification.md, \"Power check\"). Champion weights: sha256 `{p.get('champion_sha256', 'not recorded')}` "
+             f"(first 16 hex digits). {load_note(p.get('load'))}.", "",
              "| subjects | samples | champion z | champion loss AUC | no-op passes the thresholds | power | "
              "check CPU s | check wall s |", "|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
