@@ -56,6 +56,9 @@ def worker_env(cfg: StackConfig, name: str) -> dict[str, str]:
     env = env_with({
         **cfg.client_env(),
         "PREFECT_HOME": str(cfg.home / name),
+        # the runs' temporary files (Prefect's per-run workspace, staged weights) stay in the stack's folder: what a
+        # killed run leaves behind is found there, with the rest of the stack's data, not in a machine-wide /tmp
+        "TMPDIR": str(worker_tmp(cfg, name)),
         "UNLEARN_PROJECT_DIR": str(cfg.project_dir),
         "PYTHONPATH": str(CODE_ROOT),
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(cfg.heartbeat_s),
@@ -70,6 +73,13 @@ def worker_env(cfg: StackConfig, name: str) -> dict[str, str]:
 
 def worker_name(index: int) -> str:
     return f"{socket.gethostname()}-{index}"
+
+
+def worker_tmp(cfg: StackConfig, name: str) -> Path:
+    """The worker's temporary folder (its TMPDIR), created: Python falls back to /tmp when TMPDIR is missing."""
+    folder = cfg.home / name / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def worker(cfg: StackConfig, index: int) -> Service:

@@ -135,6 +135,8 @@ def test_a_dead_worker_machine_leaves_a_crashed_run_and_the_next_run_resumes_the
     assert len(killed) >= 3  # two workers and the flow-run process
     crashed = stack.wait(run_id, timeout=ZOMBIE_S + 120)
     assert crashed["state_type"] == "CRASHED" and "heartbeat" in crashed["state"]["message"]
+    # what the killed run left behind (Prefect's per-run workspace) is in its worker's folder, not in /tmp
+    assert list(stack.cfg.home.glob("worker-*/tmp/prefect-workspace-*"))
     ledger = Ledger(project / "data" / "ledger.sqlite")
     (open_batch,) = ledger.open_batches()
 
