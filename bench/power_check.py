@@ -99,8 +99,8 @@ def markdown(p: dict[str, Any]) -> str:
     lines = [f"The champion (the build's {p['dataset']} model) scored as its own candidate — what a no-op hands the "
              f"gates — with params.yaml's `{KIND}` gates on batches of random active data subjects "
              f"({p['draws']} draws per size). Power: the champion's own `forget_accuracy_z` ≥ {z['max']} + "
-             f"{z['power_margin']} (docs/verification.md, \"Power check\"). Champion weights: sha256 `{p.get('champion_sha256', 'not recorded')}` "
-             f"(first 16 hex digits). {load_note(p.get('load'))}.", "",
+             f"{z['power_margin']} (docs/verification.md, \"Power check\"). Champion weights: sha256 "
+             f"`{p.get('champion_sha256', 'not recorded')}` (first 16 hex digits). {load_note(p.get('load'))}.", "",
              "| subjects | samples | champion z | champion loss AUC | no-op passes the thresholds | power | "
              "check CPU s | check wall s |", "|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:

@@ -90,7 +90,8 @@ def test_random10_quick(tiny_cache):
     def verdict(gaps: list[tuple[float, float]]) -> str:
         seeds = []
         for seed, (gap, twin_gap) in enumerate(gaps):
-            rows = {name: {**row, "cpu_speedup": 1.0} if "metrics" in row else row for name, row in case["rows"].items()}
+            rows = {name: {**row, "cpu_speedup": 1.0} if "metrics" in row else row
+                    for name, row in case["rows"].items()}
             rows[variant] = {**case["rows"][variant], "avg_gap": gap, "cpu_speedup": 50.0}  # the only fast method
             rows[compare.TWIN] = {**twin, "avg_gap": twin_gap}
             seeds.append({**case, "seed": seed, "rows": rows})
