@@ -20,9 +20,10 @@ from unlearn_ops.utils import project_root
 __all__ = ["configure", "project_root"]
 
 
-def stack_dir() -> Path:
-    """Where `make up` keeps the servers' state and its `env` file: UNLEARN_STACK_DIR, else var/stack."""
-    return Path(os.environ.get("UNLEARN_STACK_DIR") or project_root() / "var" / "stack")
+def stack_dir(root: Path | None = None) -> Path:
+    """Where `make up` keeps the servers' state and its `env` file: UNLEARN_STACK_DIR, else
+    var/stack of the project (`root`, default: this checkout)."""
+    return Path(os.environ.get("UNLEARN_STACK_DIR") or (root or project_root()) / "var" / "stack")
 
 
 def read_env_file(path: Path) -> dict[str, str]:

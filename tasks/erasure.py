@@ -21,6 +21,8 @@ from urllib.parse import unquote, urlparse
 
 from prefect import task
 
+from stack.config import StackConfig
+from tasks.env import stack_dir
 from tasks.registry import WEIGHT_SUFFIXES
 from tasks.retention import deleted_weight_files
 from tasks.versioning import collect_superseded, delete_output, dvc_outputs, dvc_storage
@@ -172,8 +174,9 @@ def _artifact_uris(client: Any) -> set[str]:
     return uris
 
 
-def mlflow_locations(root: Path) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:
-    """Artifact roots of every experiment, run and logged model, and the tracking DB file."""
+def mlflow_locations(root: Path, stack: StackConfig | None = None) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:
+    """Artifact roots of every experiment, run and logged model, and the tracking DB file; `stack`:
+    the team stack `make up` started here, whose MLflow server keeps its artifacts in a known folder."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -200,6 +203,8 @@ def mlflow_locations(root: Path) -> tuple[list[tuple[str, Path]], list[dict[str,
         example = min(u for u in uris if urlparse(u).scheme == scheme)
         if scheme == "mlflow-artifacts" and (root / "mlartifacts").is_dir():
             found.append(("MLflow served artifacts (mlartifacts/)", root / "mlartifacts"))
+        elif scheme == "mlflow-artifacts" and stack is not None and uri == stack.mlflow_url:
+            found.append(("MLflow served artifacts (the stack's --artifacts-destination)", Path(stack.artifacts)))
         elif scheme == "mlflow-artifacts":
             notes.append({"path": example, "status": "not scanned",
                           "reason": "served by an MLflow server: scan its --artifacts-destination there"})
@@ -225,16 +230,18 @@ def prefect_locations() -> list[tuple[str, Path]]:
     return found if home in storage.parents else [*found, ("Prefect result storage", storage)]
 
 
-def _nest(named: list[tuple[str, Path]], never: list[Path]) -> list[Location]:
-    """One Location per distinct folder; a folder inside another is searched on its own, once."""
+def _nest(named: list[tuple[str, Path]], never: list[Path], live: set[Path]) -> list[Location]:
+    """One Location per distinct folder; a folder inside another is searched on its own, once.
+    `live`: the running servers' databases (read, not mapped: see Location.live)."""
     seen: dict[Path, str] = {}
     for name, path in named:
         seen.setdefault(Path(os.path.abspath(path)), name)
     paths = list(seen)
+    live = {Path(os.path.abspath(p)) for p in live}
     out = []
     for path, name in seen.items():
         inner = [p for p in [*paths, *never] if p != path and path in p.parents]
-        out.append(Location(name, path, tuple(inner)))
+        out.append(Location(name, path, tuple(inner), live=path in live))
     return out
 
 
@@ -260,13 +267,19 @@ def erasure_locations(ws: Workspace) -> tuple[list[Location], list[dict[str, str
         if storage.site_cache is not None:
             named.append(("DVC site cache (indexes)", storage.site_cache))
     named.append(("var/ (batch work folders, bench cache)", root / "var"))
-    found, mlflow_notes = mlflow_locations(root)
+    home = stack_dir(root)
+    stack = StackConfig.load(home.resolve())
+    if home.is_dir():  # what a killed run left in a worker's TMPDIR (staged weights) is here too
+        named.append(("team stack (server databases, logs, workers' temporary files)", home))
+    found, mlflow_notes = mlflow_locations(root, stack)
     named += found
     notes += mlflow_notes
-    named += prefect_locations()
+    prefect = prefect_locations()
+    named += prefect
     named.append(("project files (models/, metrics/, caches)", root))
     never = [root / "data" / "raw", root / ".git", root / ".venv"]
-    return _nest(named, never), notes
+    live = {home, prefect[0][1], *(p for n, p in found if n == "MLflow tracking DB")}
+    return _nest(named, never, live), notes
 
 
 # ------------------------------------------------------------------ the scan

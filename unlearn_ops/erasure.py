@@ -76,6 +76,9 @@ class Location:
     name: str
     path: Path
     exclude: tuple[Path, ...] = ()  # folders inside `path` searched elsewhere or out of scope
+    # a running server's files (databases): read, not memory-mapped, because a mapped file that the
+    # server truncates meanwhile (PostgreSQL's vacuum does) kills the reading process with SIGBUS
+    live: bool = False
 
 
 @dataclass
@@ -410,15 +413,16 @@ def scan_location(location: Location, index: ForgetIndex, files: Mapping[str, st
                 if os.fstat(f.fileno()).st_size == 0:
                     report.files += 1
                     continue
-                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                buf = f.read() if location.live else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                 try:
                     copies, skipped, n = scan_buffer(buf, str(path), index)
                     label = files.get(hashlib.sha256(buf).hexdigest()) if files else None
                     if label is not None:
                         copies.append(Copy(str(path), [label], "whole file"))
                 finally:
-                    with contextlib.suppress(BufferError):  # a view still alive: the map closes when it goes
-                        buf.close()
+                    if isinstance(buf, mmap.mmap):
+                        with contextlib.suppress(BufferError):  # a view still alive: the map closes when it goes
+                            buf.close()
         except OSError as e:
             report.skipped.append(Skipped(str(path), f"unreadable ({e.strerror or e})"))
             continue

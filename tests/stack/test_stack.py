@@ -3,6 +3,7 @@ the MLflow server; two workers; a worker machine dying mid-batch; the MLflow ser
 
 from __future__ import annotations
 
+import json
 import time
 
 import mlflow
@@ -56,6 +57,13 @@ def test_custom_run_is_processed_by_a_worker_and_registered_on_the_mlflow_server
     assert tags["request_ids"] == "rest-class-3" and tags["verdict"] == "pass"
     entry = Ledger(project / "data" / "ledger.sqlite").find("rest-class-3")[-1]
     assert entry.state == "registered" and entry.batch_id == tags["batch_id"]
+    # the erasure scan searched the stack's folder (servers' databases, workers' TMPDIR) and the
+    # MLflow server's artifact folder, not just named them
+    scan = json.loads((project / "data" / "certificates" / entry.batch_id / "erasure-scan.json").read_text())
+    searched = {loc["name"]: loc for loc in scan["locations"]}
+    assert searched["team stack (server databases, logs, workers' temporary files)"]["files"] > 0
+    assert searched["MLflow served artifacts (the stack's --artifacts-destination)"]["files"] > 0
+    assert not [n for n in scan["not_scanned"] if "MLflow" in n["reason"]]
     # what a person sees: the version says what it is, declares its input, and the run links to it
     assert champion.description.startswith(f"batch {tags['batch_id']}: ") and "(promoted: " in champion.description
     with tracking(stack.mlflow):

@@ -149,6 +149,32 @@ def test_locations_cover_every_store_each_folder_once(ws):
     assert {n["path"] for n in notes} >= {"data/raw", ".git"}
 
 
+def test_the_team_stack_folder_is_searched_wherever_it_lies(ws, tmp_path, monkeypatch):
+    """A flow run killed inside a TemporaryDirectory leaves staged files in its worker's TMPDIR
+    (<stack>/worker-N/tmp); the stack may live outside the project (UNLEARN_STACK_DIR)."""
+    store = ws.store_for(MODEL)
+    ids = store.active_ids()[:2]
+    record(ws, "batch-s", {MODEL: ids})
+    stack = tmp_path / "elsewhere" / "stack"
+    staged = stack / "worker-1" / "tmp" / "tmpk1lled"
+    staged.mkdir(parents=True)
+    (staged / "attempt.bin").write_bytes(b"head" + row_bytes(store.rows(ids[:1])[0]))
+    (stack / "pg").mkdir()
+    (stack / "pg" / "16384").write_bytes(b"\0" * 64 + row_bytes(store.rows(ids[1:])[0]))  # a database page
+    forget(store, ids)
+    track(ws.root, store.root)
+    name = "team stack (server databases, logs, workers' temporary files)"
+
+    monkeypatch.setenv("UNLEARN_STACK_DIR", str(stack))
+    [location] = [loc for loc in erasure_locations(ws)[0] if loc.name == name]
+    assert location.path == stack and location.live  # a server's files are read, not memory-mapped
+    result = erasure_scan(ws, "batch-s")
+    assert per_location(result).get(name) == ids and not result["passed"]
+
+    monkeypatch.setenv("UNLEARN_STACK_DIR", str(tmp_path / "never-started"))  # no stack: nothing to name
+    assert name not in {loc.name for loc in erasure_locations(ws)[0]}
+
+
 def test_delete_work_weights_keeps_open_batches(tmp_path):
     ws = Workspace.at(tmp_path)
     for batch in ("batch-a", "batch-b"):
