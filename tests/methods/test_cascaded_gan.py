@@ -140,3 +140,30 @@ def test_the_stop_rule_scores_a_fixed_subset_of_a_large_forget_set():
     assert len(part) == 20 and len(set(part.flatten().tolist())) == 20  # distinct forget images
     assert torch.equal(part, _stop_subset(x, Config(stop_forget=20)))  # the same ones every time
     assert not torch.equal(part, _stop_subset(x, Config(stop_forget=20, seed=1)))
+
+
+def _norm_buffers(gan: GAN) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in gan.generator.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def test_g_norm_running_keeps_the_originals_batch_norm_statistics():
+    # the class steps' small batches would re-estimate them (g_norm batch: the default); running keeps them,
+    # while the weights still move and the forgotten class still leaves
+    gan = H.tiny_gan()
+    settings = {"mode": "class", "class_epochs": 4, "class_min_epochs": 4, "batch_size": 32, "preserve_weight": 10.0}
+    kept_stats = run_method(NAME, gan, H.class_splits(), {**settings, "g_norm": "running"}, device="cpu").model
+    moved_stats = run_method(NAME, gan, H.class_splits(), settings, device="cpu").model
+    before = _norm_buffers(gan)
+    assert before, "the tiny G has batch-norm layers"
+    assert all(torch.equal(v, before[k]) for k, v in _norm_buffers(kept_stats).items())
+    assert not all(torch.equal(v, before[k]) for k, v in _norm_buffers(moved_stats).items())
+    weights = [(a, b) for a, b in zip(kept_stats.generator.parameters(), gan.generator.parameters(), strict=True)]
+    assert not all(torch.equal(a, b) for a, b in weights)
+    share = class_share(kept_stats, [H.FORGET_CLASS], n=1000, seed=7)
+    assert share < class_share(gan, [H.FORGET_CLASS], n=1000, seed=7) - 0.1
+    assert not any(m.training for m in kept_stats.generator.modules())  # handed back in eval mode throughout
+
+
+def test_g_norm_is_checked():
+    with pytest.raises(ValueError, match="g_norm"):
+        Config(g_norm="instance")
