@@ -27,7 +27,8 @@ Data sets (`--dataset`, `DATASETS`): `mnist5k` is the demo's GAN (docs/benchmark
 `fmnist` trains the same DCGAN on the 60 000 Fashion-MNIST images for a few epochs, a GAN whose
 samples are recognisable garments, with the protocol's CNN (`base_model("fmnist", 0)`) as the
 reference classifier (docs/benchmarks/cascaded_gan-fmnist.md). Its method settings were chosen on
-classes 2, 4 and 6, which the default classes leave out.
+classes 2, 4 and 6, which the default classes leave out; `g_norm: running` after a diagnostic on the
+seed-0 GAN's classes (docs/methods/cascaded_gan.md), so seeds 1 and 2 are the ones it was not tuned on.
 
 `--quick` runs one seed on 400 images with a narrow GAN for a few epochs (a smoke test of the
 protocol, seconds to a minute; its numbers mean nothing and are written only with --out-dir).
