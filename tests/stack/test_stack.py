@@ -4,6 +4,7 @@ the MLflow server; two workers; a worker machine dying mid-batch; the MLflow ser
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 
 import mlflow
@@ -66,7 +67,8 @@ def test_custom_run_is_processed_by_a_worker_and_registered_on_the_mlflow_server
     assert not [n for n in scan["not_scanned"] if "MLflow" in n["reason"]]
     # what a person sees: the version says what it is, declares its input, and the run links to it
     assert champion.description.startswith(f"batch {tags['batch_id']}: ") and "(promoted: " in champion.description
-    with tracking(stack.mlflow):
+    with tracking(stack.mlflow), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "tempdir", str(tmp_path))  # MLflow downloads the MLmodel to a temp folder it keeps
         (images,) = mlflow.models.get_model_info(f"models:/{model}/2").signature.inputs.inputs
     assert images.shape == (-1, 1, 8, 8)
     artifacts = stack.http.post("/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}).json()
