@@ -40,6 +40,11 @@ from unlearn_ops.erasure import Location, Sample, scan
 from unlearn_ops.utils import sha256_file
 
 log = logging.getLogger(__name__)
+
+TRACKING_DB = "MLflow tracking DB"
+PREFECT_HOME = "Prefect home (database, result storage)"
+TEAM_STACK = "team stack (server databases, logs, workers' temporary files)"
+LIVE = {TRACKING_DB, PREFECT_HOME, TEAM_STACK}  # running servers' files: read, not mapped (see Location.live)
 WEIGHT_FOLDERS = ("champion", "attempt-")  # var/batches/<id>/<model>/…: pre-deletion and candidate weights
 UPSTREAM = "immutable upstream source, outside the pipeline's reach"
 # Where each data set's samples come from: they stay there after any deletion (docs/erasure.md).
@@ -189,7 +194,7 @@ def mlflow_locations(root: Path, stack: StackConfig | None = None) -> tuple[list
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.is_file():  # no registry yet (and asking MLflow would create one)
             return [], []
-        found.append(("MLflow tracking DB", db))
+        found.append((TRACKING_DB, db))
     elif _local_path(uri, root) is not None:
         found.append(("MLflow file store", _local_path(uri, root)))  # type: ignore[arg-type]
     try:
@@ -226,22 +231,20 @@ def prefect_locations() -> list[tuple[str, Path]]:
 
     settings = get_current_settings()
     home, storage = Path(settings.home), Path(settings.results.local_storage_path)
-    found = [("Prefect home (database, result storage)", home)]
+    found = [(PREFECT_HOME, home)]
     return found if home in storage.parents else [*found, ("Prefect result storage", storage)]
 
 
-def _nest(named: list[tuple[str, Path]], never: list[Path], live: set[Path]) -> list[Location]:
-    """One Location per distinct folder; a folder inside another is searched on its own, once.
-    `live`: the running servers' databases (read, not mapped: see Location.live)."""
+def _nest(named: list[tuple[str, Path]], never: list[Path]) -> list[Location]:
+    """One Location per distinct folder; a folder inside another is searched on its own, once."""
     seen: dict[Path, str] = {}
     for name, path in named:
         seen.setdefault(Path(os.path.abspath(path)), name)
     paths = list(seen)
-    live = {Path(os.path.abspath(p)) for p in live}
     out = []
     for path, name in seen.items():
         inner = [p for p in [*paths, *never] if p != path and path in p.parents]
-        out.append(Location(name, path, tuple(inner), live=path in live))
+        out.append(Location(name, path, tuple(inner), live=name in LIVE))
     return out
 
 
@@ -270,16 +273,14 @@ def erasure_locations(ws: Workspace) -> tuple[list[Location], list[dict[str, str
     home = stack_dir(root)
     stack = StackConfig.load(home.resolve())
     if home.is_dir():  # what a killed run left in a worker's TMPDIR (staged weights) is here too
-        named.append(("team stack (server databases, logs, workers' temporary files)", home))
+        named.append((TEAM_STACK, home))
     found, mlflow_notes = mlflow_locations(root, stack)
     named += found
     notes += mlflow_notes
-    prefect = prefect_locations()
-    named += prefect
+    named += prefect_locations()
     named.append(("project files (models/, metrics/, caches)", root))
     never = [root / "data" / "raw", root / ".git", root / ".venv"]
-    live = {home, prefect[0][1], *(p for n, p in found if n == "MLflow tracking DB")}
-    return _nest(named, never, live), notes
+    return _nest(named, never), notes
 
 
 # ------------------------------------------------------------------ the scan
