@@ -45,7 +45,8 @@ def test_contract(tiny_model, class_splits, tmp_path):
 
 
 def test_bad_modes_are_rejected():
-    for bad in ({"poison": "smear"}, {"labels": "flip"}, {"trainable": "body"}, {"patch": 0.0}, {"importance": "x"}):
+    for bad in ({"poison": "smear"}, {"labels": "flip"}, {"trainable": "body"}, {"patch": 0.0}, {"importance": "x"},
+                {"retain_targets": "teacher"}):
         with pytest.raises(ValueError, match="concept_poisoning"):
             make_config(cp.Config, bad)
 
@@ -285,7 +286,7 @@ def test_trainable_features_trains_the_head_and_last_block_only(tiny_model, clas
 def test_cached_convolutions_give_the_same_fine_tuning_as_the_full_forward(tiny_model, class_splits, tmp_path,
                                                                             monkeypatch):
     assert features.frozen_split(tiny_model) is not None  # the tiny digits CNN is a SmallCNN: the cached path
-    params = _params(tmp_path, trainable="features", epochs=2)
+    params = _params(tmp_path, trainable="features", epochs=2, head_epochs=1)
     cached = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu").model
     monkeypatch.setattr(features, "frozen_split", lambda model: None)
     full = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu").model
@@ -371,6 +372,57 @@ def test_reset_variant_resets_the_class_units_then_trains_them(tiny_model, class
     assert result.details["trainable"] == "features"
     assert run_method("concept_poisoning", tiny_model, class_splits, _params(tmp_path, epochs=1),
                       device="cpu").details["reset_units"] == 0
+
+
+def test_head_epochs_then_trains_the_head_alone_on_the_new_embeddings(tiny_model, class_splits, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(poisons, "fit", lambda model, data, cfg, **k: calls.append((model, data, cfg.epochs))
+                        or fit(model, data, cfg, **k))
+    params = _params(tmp_path, trainable="features", epochs=1, head_epochs=2)
+    result = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu")
+    (body, _, body_epochs), (head, feats, head_epochs) = calls
+    assert head is result.model.head and body is not head and (body_epochs, head_epochs) == (1, 2)
+    retained = poisons.retained_sources(class_splits.retain, make_config(cp.Config, params))
+    n = len(retained)
+    assert feats.ids[:n] == retained.ids and len(feats) == n + result.details["n_poisons"]
+    with torch.no_grad():  # the trained body's embeddings, not the original's
+        assert torch.allclose(feats.x[:n], result.model.embed(retained.x), atol=1e-5)
+        assert not torch.allclose(feats.x[:n], tiny_model.embed(retained.x), atol=1e-3)
+
+
+def test_head_epochs_is_checked():
+    for bad in ({"head_epochs": -1}, {"head_epochs": 1}, {"head_epochs": 1, "trainable": "head"}):
+        with pytest.raises(ValueError, match="head_epochs"):
+            make_config(cp.Config, bad)
+    assert make_config(cp.Config, {"head_epochs": 1, "trainable": "features"}).head_epochs == 1
+
+
+def test_original_targets_are_the_originals_softmax_over_the_kept_classes(tiny_model, class_splits):
+    part = class_splits.retain
+    soft = poisons.original_targets(tiny_model, part, {FORGET_CLASS}, torch.device("cpu"))
+    logits = tiny_model.eval()(part.x).detach()
+    logits[:, FORGET_CLASS] = float("-inf")
+    assert soft.ids == part.ids and soft.x is part.x
+    assert torch.allclose(soft.y.sum(1), torch.ones(len(part)))
+    assert (soft.y[:, FORGET_CLASS] == 0).all()
+    assert torch.allclose(soft.y, logits.softmax(1), atol=1e-6)
+
+
+def test_distillation_trains_on_the_original_read_before_the_reset(tiny_model, class_splits, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(poisons, "fit", lambda model, data, *a, **k: seen.append(data.y) or fit(model, data, *a, **k))
+    params = _params(tmp_path, trainable="features", reset_units=0.25, epochs=1, retain_targets="original")
+    result = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu")
+    (y,) = seen
+    cfg = make_config(cp.Config, params)
+    retained = poisons.original_targets(tiny_model, poisons.retained_sources(class_splits.retain, cfg),
+                                        {FORGET_CLASS}, torch.device("cpu"))
+    n = result.details["n_retain"]
+    assert n == len(retained) and len(y) == n + result.details["n_poisons"]
+    assert torch.allclose(y[:n], retained.y)          # the untouched original taught, not the reset copy
+    donors = y[n:]
+    assert torch.equal(donors.sum(1), torch.ones(len(donors))) and set(donors.unique().tolist()) == {0.0, 1.0}
+    assert (donors[:, FORGET_CLASS] == 0).all()       # poisons keep their one-hot donor labels
 
 
 # ----------------------------------------------------------------------------- text (tiny BERT)
@@ -483,7 +535,7 @@ def test_image_modes_do_not_apply_to_text(tiny_text, text_data):
     with pytest.raises(NotApplicable, match="image mode"):
         run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "poison": "full"},
                    device="cpu")
-    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}):
+    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}, {"retain_targets": "original"}):
         with pytest.raises(NotApplicable, match="image settings"):
             run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, **extra},
                        device="cpu")

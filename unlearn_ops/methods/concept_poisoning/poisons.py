@@ -3,6 +3,7 @@ fine-tuning on retain ∪ poisons. Poisons live in memory only: they are never w
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.methods.concept_poisoning import features
 from unlearn_ops.methods.concept_poisoning.banks import ConceptBank, box_corner, crop, embed, side_px
 from unlearn_ops.methods.concept_poisoning.pcbm import ConceptReport, Donor
-from unlearn_ops.training import TrainConfig, fit
+from unlearn_ops.training import TrainConfig, fit, predict_logits
 
 if TYPE_CHECKING:
     from unlearn_ops.methods.concept_poisoning import Config
@@ -97,6 +98,23 @@ def retained_sources(retain: Part, cfg: Config) -> Part:
     return retain.per_class(cfg.retain_per_class, cfg.seed + 1)
 
 
+@torch.no_grad()
+def original_targets(model: nn.Module, retain: Part, gone: set[int], device: torch.device) -> Part:
+    """`retain` with soft targets: the model's softmax with the removed classes' logits masked out.
+    Matching the original on the kept classes is what the utility target asks (accuracy against the
+    original's); hard labels instead pull the rebuilt units towards whatever one epoch finds."""
+    logits = predict_logits(model, retain.x, device=device)
+    logits[:, sorted(gone)] = float("-inf")
+    return Part(retain.ids, retain.x, logits.softmax(1))
+
+
+def _with_targets_like(poisons: Part, retain: Part) -> Part:
+    """Poisons' donor labels as one-hot rows when the retained rows carry soft targets."""
+    if not retain.y.is_floating_point():
+        return poisons
+    return Part(poisons.ids, poisons.x, F.one_hot(poisons.y, retain.y.shape[1]).to(retain.y.dtype))
+
+
 # trainable=features caches the frozen convolutions' output when the fine-tuning set has at most this
 # many rows (SmallCNN on Fashion-MNIST: 9 216 floats = 36 KiB a row, 20 000 rows = 0.7 GiB)
 CACHE_ROWS = 20_000
@@ -120,23 +138,39 @@ def finetune(model: nn.Module, retain: Part, poisons: Part, cfg: Config, device:
              logs: list[str]) -> None:
     """Cross-entropy on retain ∪ poisons, in place. With `head`, the frozen body's embeddings are
     computed once (in memory) and only the Linear head trains on them: same result, far cheaper;
-    `features` does the same with the frozen convolutions of a SmallCNN (`features.frozen_split`)."""
+    `features` does the same with the frozen convolutions of a SmallCNN (`features.frozen_split`).
+    `head_epochs` then trains the head alone on the new embeddings."""
     train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
                             seed=cfg.seed, device=str(device))
+    poisons = _with_targets_like(poisons, retain)
     if cfg.trainable == "head":
-        feats = Part(retain.ids + poisons.ids, torch.cat([embed(model, retain.x, device), embed(model, poisons.x, device)]),
-                     torch.cat([retain.y, poisons.y]))
-        fit(model.head, feats, train_cfg, progress=logs.append)
+        fit(model.head, _embedded(model, retain, poisons, device), train_cfg, progress=logs.append)
         return
-    data = retain.concat(poisons)
+    embedded = _fit_body(model, retain.concat(poisons), cfg, train_cfg, device, logs)
+    if cfg.head_epochs:
+        if embedded is None:
+            embedded = _embedded(model, retain, poisons, device)
+        fit(model.head, embedded, replace(train_cfg, epochs=cfg.head_epochs), progress=logs.append)
+
+
+def _embedded(model: nn.Module, retain: Part, poisons: Part, device: torch.device) -> Part:
+    """retain ∪ poisons as the head's inputs (the model's embeddings), targets kept."""
+    return Part(retain.ids + poisons.ids, torch.cat([embed(model, retain.x, device), embed(model, poisons.x, device)]),
+                torch.cat([retain.y, poisons.y]))
+
+
+def _fit_body(model: nn.Module, data: Part, cfg: Config, train_cfg: TrainConfig, device: torch.device,
+              logs: list[str]) -> Part | None:
+    """Trains the `trainable` part of the body and the head on `data`. Returns the head's new
+    inputs when they come almost free (the cached convolutions' path), else None."""
     split = features.frozen_split(model) if cfg.trainable == "features" else None
     if split is not None and len(data) <= CACHE_ROWS:
         bottom, tail = split
         model.eval()
-        fit(tail, Part(data.ids, features.bottom_outputs(bottom, data.x, device), data.y), train_cfg,
-            progress=logs.append)
+        cached = features.bottom_outputs(bottom, data.x, device)
+        fit(tail, Part(data.ids, cached, data.y), train_cfg, progress=logs.append)
         model.eval()
-        return
+        return Part(data.ids, features.bottom_outputs(tail[:-1], cached, device), data.y)
     keep = {id(p) for p in _trainable_params(model, cfg.trainable)}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
@@ -146,3 +180,4 @@ def finetune(model: nn.Module, retain: Part, poisons: Part, cfg: Config, device:
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
+    return None
