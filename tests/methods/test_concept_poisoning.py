@@ -45,8 +45,7 @@ def test_contract(tiny_model, class_splits, tmp_path):
 
 
 def test_bad_modes_are_rejected():
-    for bad in ({"poison": "smear"}, {"labels": "flip"}, {"trainable": "body"}, {"patch": 0.0}, {"importance": "x"},
-                {"retain_targets": "teacher"}):
+    for bad in ({"poison": "smear"}, {"labels": "flip"}, {"trainable": "body"}, {"patch": 0.0}, {"importance": "x"}):
         with pytest.raises(ValueError, match="concept_poisoning"):
             make_config(cp.Config, bad)
 
@@ -397,34 +396,6 @@ def test_head_epochs_is_checked():
     assert make_config(cp.Config, {"head_epochs": 1, "trainable": "features"}).head_epochs == 1
 
 
-def test_original_targets_are_the_originals_softmax_over_the_kept_classes(tiny_model, class_splits):
-    part = class_splits.retain
-    soft = poisons.original_targets(tiny_model, part, {FORGET_CLASS}, torch.device("cpu"))
-    logits = tiny_model.eval()(part.x).detach()
-    logits[:, FORGET_CLASS] = float("-inf")
-    assert soft.ids == part.ids and soft.x is part.x
-    assert torch.allclose(soft.y.sum(1), torch.ones(len(part)))
-    assert (soft.y[:, FORGET_CLASS] == 0).all()
-    assert torch.allclose(soft.y, logits.softmax(1), atol=1e-6)
-
-
-def test_distillation_trains_on_the_original_read_before_the_reset(tiny_model, class_splits, tmp_path, monkeypatch):
-    seen = []
-    monkeypatch.setattr(poisons, "fit", lambda model, data, *a, **k: seen.append(data.y) or fit(model, data, *a, **k))
-    params = _params(tmp_path, trainable="features", reset_units=0.25, epochs=1, retain_targets="original")
-    result = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu")
-    (y,) = seen
-    cfg = make_config(cp.Config, params)
-    retained = poisons.original_targets(tiny_model, poisons.retained_sources(class_splits.retain, cfg),
-                                        {FORGET_CLASS}, torch.device("cpu"))
-    n = result.details["n_retain"]
-    assert n == len(retained) and len(y) == n + result.details["n_poisons"]
-    assert torch.allclose(y[:n], retained.y)          # the untouched original taught, not the reset copy
-    donors = y[n:]
-    assert torch.equal(donors.sum(1), torch.ones(len(donors))) and set(donors.unique().tolist()) == {0.0, 1.0}
-    assert (donors[:, FORGET_CLASS] == 0).all()       # poisons keep their one-hot donor labels
-
-
 # ----------------------------------------------------------------------------- text (tiny BERT)
 @pytest.fixture(scope="module")
 def text_data():
@@ -535,7 +506,7 @@ def test_image_modes_do_not_apply_to_text(tiny_text, text_data):
     with pytest.raises(NotApplicable, match="image mode"):
         run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "poison": "full"},
                    device="cpu")
-    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}, {"retain_targets": "original"}):
+    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}):
         with pytest.raises(NotApplicable, match="image settings"):
             run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, **extra},
                        device="cpu")

@@ -29,7 +29,6 @@ from unlearn_ops.methods.concept_poisoning.pcbm import analysis_part, infer_conc
 from unlearn_ops.methods.concept_poisoning.poisons import (
     finetune,
     make_image_poisons,
-    original_targets,
     poison_sources,
     retained_sources,
 )
@@ -42,7 +41,6 @@ POISON_MODES = ("localized", "center", "random", "full", "none")
 LABEL_MODES = ("targeted", "random", "keep")
 IMPORTANCE = ("ig", "weight")
 TRAINABLE = ("head", "features", "last", "all")
-RETAIN_TARGETS = ("labels", "original")
 GRID_SCALE = 4  # the concept grid's patches are enlarged 4× by pixel repetition (row k = concept k)
 
 EXACT = False
@@ -85,8 +83,6 @@ class Config:
     trainable: str = "head"         # head (paper) | features (head + last feature block) | all (images); text: head | last | all
     reset_units: float = 0.0        # images: share of penultimate units most attributed (IG) to the forgotten class,
                                     # re-initialised before fine-tuning (needs trainable features|all; 0 = none)
-    retain_targets: str = "labels"  # images: labels | original = the retained rows learn the original model's softmax
-                                    # over the kept classes (distillation), so the rebuilt units copy its other classes
     retain_per_class: int = 500     # samples per class in the fine-tuning set, retained and poisoned alike; 0 = all
     epochs: float = 3               # passes over retain ∪ poisons (fractional allowed)
     head_epochs: float = 0          # trainable features|all: then this many passes of the head alone over the new
@@ -99,8 +95,7 @@ class Config:
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_concepts", tuple(str(c) for c in self.text_concepts))
         check_choices(self, {"poison": POISON_MODES, "labels": LABEL_MODES, "importance": IMPORTANCE,
-                             "trainable": TRAINABLE, "optimizer": OPTIMIZERS,
-                             "retain_targets": RETAIN_TARGETS})
+                             "trainable": TRAINABLE, "optimizer": OPTIMIZERS})
         for name in ("patch", "center_patch", "full_patch", "example_patch"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"concept_poisoning: {name} is a share of the image side, in (0, 1]")
@@ -133,9 +128,9 @@ def unlearn(model: nn.Module, splits: Splits, cfg: Config, device: str = "auto")
 
 def _check_applies(model: nn.Module, cfg: Config, is_text: bool) -> None:
     if is_text:
-        if cfg.trainable == "features" or cfg.reset_units or cfg.retain_targets != "labels":
-            raise NotApplicable("concept_poisoning: trainable=features, reset_units and retain_targets are image "
-                                "settings; text uses trainable=last (head + last encoder block)")
+        if cfg.trainable == "features" or cfg.reset_units:
+            raise NotApplicable("concept_poisoning: trainable=features and reset_units are image settings; text "
+                                "uses trainable=last (head + last encoder block)")
         if cfg.poison not in TEXT_POISON_MODES:
             raise NotApplicable(f"concept_poisoning: poison={cfg.poison!r} is an image mode; text uses "
                                 f"{TEXT_POISON_MODES}")
@@ -175,8 +170,6 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
     timings["poisons"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if cfg.retain_targets == "original":  # read before any unit is reset: the teacher is the model as it came
-        retain = original_targets(new, retain, gone, dev)
     reset = _reset_class_units(new, analysis, targets, cfg, dev)
     finetune(new, retain, poisons, cfg, dev, logs)
     del poisons  # the only copy of forget-derived images: gone with this frame
@@ -211,5 +204,4 @@ def _reset_class_units(model: nn.Module, analysis: Part, targets: list[int], cfg
     return len(units)
 
 
-__all__ = ["EXACT", "IMPORTANCE", "LABEL_MODES", "POISON_MODES", "REQUEST_KINDS", "RETAIN_TARGETS", "TRAINABLE",
-           "Config", "unlearn"]
+__all__ = ["EXACT", "IMPORTANCE", "LABEL_MODES", "POISON_MODES", "REQUEST_KINDS", "TRAINABLE", "Config", "unlearn"]

@@ -16,7 +16,7 @@ from unlearn_ops.methods.base import NotApplicable
 from unlearn_ops.methods.concept_poisoning import features
 from unlearn_ops.methods.concept_poisoning.banks import ConceptBank, box_corner, crop, embed, side_px
 from unlearn_ops.methods.concept_poisoning.pcbm import ConceptReport, Donor
-from unlearn_ops.training import TrainConfig, fit, predict_logits
+from unlearn_ops.training import TrainConfig, fit
 
 if TYPE_CHECKING:
     from unlearn_ops.methods.concept_poisoning import Config
@@ -98,23 +98,6 @@ def retained_sources(retain: Part, cfg: Config) -> Part:
     return retain.per_class(cfg.retain_per_class, cfg.seed + 1)
 
 
-@torch.no_grad()
-def original_targets(model: nn.Module, retain: Part, gone: set[int], device: torch.device) -> Part:
-    """`retain` with soft targets: the model's softmax with the removed classes' logits masked out.
-    Matching the original on the kept classes is what the utility target asks (accuracy against the
-    original's); hard labels instead pull the rebuilt units towards whatever one epoch finds."""
-    logits = predict_logits(model, retain.x, device=device)
-    logits[:, sorted(gone)] = float("-inf")
-    return Part(retain.ids, retain.x, logits.softmax(1))
-
-
-def _with_targets_like(poisons: Part, retain: Part) -> Part:
-    """Poisons' donor labels as one-hot rows when the retained rows carry soft targets."""
-    if not retain.y.is_floating_point():
-        return poisons
-    return Part(poisons.ids, poisons.x, F.one_hot(poisons.y, retain.y.shape[1]).to(retain.y.dtype))
-
-
 # trainable=features caches the frozen convolutions' output when the fine-tuning set has at most this
 # many rows (SmallCNN on Fashion-MNIST: 9 216 floats = 36 KiB a row, 20 000 rows = 0.7 GiB)
 CACHE_ROWS = 20_000
@@ -142,7 +125,6 @@ def finetune(model: nn.Module, retain: Part, poisons: Part, cfg: Config, device:
     `head_epochs` then trains the head alone on the new embeddings."""
     train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
                             seed=cfg.seed, device=str(device))
-    poisons = _with_targets_like(poisons, retain)
     if cfg.trainable == "head":
         fit(model.head, _embedded(model, retain, poisons, device), train_cfg, progress=logs.append)
         return
@@ -170,6 +152,7 @@ def _fit_body(model: nn.Module, data: Part, cfg: Config, train_cfg: TrainConfig,
         cached = features.bottom_outputs(bottom, data.x, device)
         fit(tail, Part(data.ids, cached, data.y), train_cfg, progress=logs.append)
         model.eval()
+        # the tail ends with the head: the rest of it turns the cached outputs into the head's inputs
         return Part(data.ids, features.bottom_outputs(tail[:-1], cached, device), data.y)
     keep = {id(p) for p in _trainable_params(model, cfg.trainable)}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
