@@ -144,7 +144,7 @@ def _embedded(model: nn.Module, retain: Part, poisons: Part, device: torch.devic
 def _fit_body(model: nn.Module, data: Part, cfg: Config, train_cfg: TrainConfig, device: torch.device,
               logs: list[str]) -> Part | None:
     """Trains the `trainable` part of the body and the head on `data`. Returns the head's new
-    inputs when they come almost free (the cached convolutions' path), else None."""
+    inputs when a head pass follows and they come almost free (the cached convolutions' path), else None."""
     split = features.frozen_split(model) if cfg.trainable == "features" else None
     if split is not None and len(data) <= CACHE_ROWS:
         bottom, tail = split
@@ -152,6 +152,8 @@ def _fit_body(model: nn.Module, data: Part, cfg: Config, train_cfg: TrainConfig,
         cached = features.bottom_outputs(bottom, data.x, device)
         fit(tail, Part(data.ids, cached, data.y), train_cfg, progress=logs.append)
         model.eval()
+        if not cfg.head_epochs:  # nobody reads them
+            return None
         # the tail ends with the head: the rest of it turns the cached outputs into the head's inputs
         return Part(data.ids, features.bottom_outputs(tail[:-1], cached, device), data.y)
     keep = {id(p) for p in _trainable_params(model, cfg.trainable)}
