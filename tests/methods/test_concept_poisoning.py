@@ -148,6 +148,15 @@ def test_poison_label_modes():
     assert set(rand.tolist()) == set(range(10))  # uniform over all classes, the forgotten one included
 
 
+def test_nearest_labels_are_the_originals_most_likely_kept_class():
+    donors = {3: pcbm.Donor(3, 5, 0, 0, "shared")}
+    logits = torch.tensor([[0.0, 1.0, 0.0, 9.0, 2.0], [4.0, 0.0, 0.0, 8.0, 1.0], [0.0, 0.0, 7.0, 9.0, 0.0]])
+    labels = poisons.poison_labels(torch.full((3,), 3), donors, "nearest", 5, np.random.default_rng(0), logits)
+    assert labels.tolist() == [4, 0, 2]  # never the forgotten class 3, though it is every row's top
+    with pytest.raises(ValueError, match="needs the original's logits"):
+        poisons.poison_labels(torch.full((3,), 3), donors, "nearest", 5, np.random.default_rng(0))
+
+
 # ----------------------------------------------------------------------------- forgetting
 def test_forgets_the_class_and_keeps_the_rest(tiny_model, class_splits, tmp_path):
     before = utility(tiny_model, class_splits, [FORGET_CLASS])
@@ -506,7 +515,7 @@ def test_image_modes_do_not_apply_to_text(tiny_text, text_data):
     with pytest.raises(NotApplicable, match="image mode"):
         run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, "poison": "full"},
                    device="cpu")
-    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}):
+    for extra in ({"trainable": "features"}, {"trainable": "all", "reset_units": 0.1}, {"labels": "nearest"}):
         with pytest.raises(NotApplicable, match="image settings"):
             run_method("concept_poisoning", tiny_text, _text_class_splits(text_data), {**TEXT_FAST, **extra},
                        device="cpu")

@@ -33,12 +33,12 @@ from unlearn_ops.methods.concept_poisoning.poisons import (
     retained_sources,
 )
 from unlearn_ops.methods.concept_poisoning.text import TEXT_POISON_MODES, unlearn_text
-from unlearn_ops.training import OPTIMIZERS
+from unlearn_ops.training import OPTIMIZERS, predict_logits
 from unlearn_ops.utils import resolve_device
 from unlearn_ops.verify.report import image_png, patch_grid
 
 POISON_MODES = ("localized", "center", "random", "full", "none")
-LABEL_MODES = ("targeted", "random", "keep")
+LABEL_MODES = ("targeted", "random", "nearest", "keep")
 IMPORTANCE = ("ig", "weight")
 TRAINABLE = ("head", "features", "last", "all")
 GRID_SCALE = 4  # the concept grid's patches are enlarged 4× by pixel repetition (row k = concept k)
@@ -69,7 +69,8 @@ class Config:
                                     # the grid holds crops of retained images, which a later deletion must reach)
     # --- poisons
     poison: str = "localized"       # images: localized|center|random|full|none; text: localized (LIG mask)|random|none
-    labels: str = "targeted"        # targeted (donor class) | random (uniform over all classes) | keep (control)
+    labels: str = "targeted"        # targeted (donor class) | random (uniform over all classes) | nearest (images: the
+                                    # kept class the original finds most likely, per image) | keep (control)
     patch: float = 0.29             # localized patch side as a share of the image side (paper: 64 of 224 px)
     center_patch: float = 0.43      # center / random modes: donor-centre patch side share (paper: 96 of 224 px)
     full_patch: float = 0.71        # full mode: side share the whole donor image is resized to (paper: 160 of 224)
@@ -131,6 +132,9 @@ def _check_applies(model: nn.Module, cfg: Config, is_text: bool) -> None:
         if cfg.trainable == "features" or cfg.reset_units:
             raise NotApplicable("concept_poisoning: trainable=features and reset_units are image settings; text "
                                 "uses trainable=last (head + last encoder block)")
+        if cfg.labels == "nearest":
+            raise NotApplicable("concept_poisoning: labels=nearest is one of the image settings; text poisons take the donor "
+                                "or random labels")
         if cfg.poison not in TEXT_POISON_MODES:
             raise NotApplicable(f"concept_poisoning: poison={cfg.poison!r} is an image mode; text uses "
                                 f"{TEXT_POISON_MODES}")
@@ -166,7 +170,8 @@ def unlearn_images(new: nn.Module, splits: Splits, cfg: Config, dev: torch.devic
     start = time.perf_counter()
     forget = poison_sources(splits.forget, cfg)
     retain = retained_sources(splits.retain, cfg)
-    poisons = make_image_poisons(forget, splits.retain, bank, report, cfg, splits.num_classes, rng)
+    logits = predict_logits(new, forget.x) if cfg.labels == "nearest" else None  # `new` is still the original
+    poisons = make_image_poisons(forget, splits.retain, bank, report, cfg, splits.num_classes, rng, logits)
     timings["poisons"] = time.perf_counter() - start
 
     start = time.perf_counter()

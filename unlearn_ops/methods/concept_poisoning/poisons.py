@@ -50,16 +50,23 @@ def poison_image(x: torch.Tensor, donor: torch.Tensor, mode: str, target_loc: tu
 
 
 def poison_labels(y: torch.Tensor, donors: dict[int, Donor], mode: str, num_classes: int,
-                  rng: np.random.Generator) -> torch.Tensor:
+                  rng: np.random.Generator, logits: torch.Tensor | None = None) -> torch.Tensor:
+    """One label per poison. `nearest` needs `logits`, the original's on the clean forget images."""
     if mode == "keep":
         return y.clone()
     if mode == "random":  # uniform over all classes: may draw the forgotten class (paper's caveat)
         return torch.from_numpy(rng.integers(0, num_classes, size=len(y)).astype(np.int64))
+    if mode == "nearest":  # per image, the kept class the original finds most likely: what a model that
+        if logits is None:  # never learnt the forgotten classes would call it (Boundary Shrink's label)
+            raise ValueError("concept_poisoning: labels 'nearest' needs the original's logits on the forget images")
+        kept = logits.clone()
+        kept[:, sorted(donors)] = float("-inf")
+        return kept.argmax(1)
     return torch.tensor([donors[int(c)].donor for c in y.tolist()], dtype=torch.long)
 
 
 def make_image_poisons(forget: Part, retain: Part, bank: ConceptBank, report: ConceptReport, cfg: Config,
-                       num_classes: int, rng: np.random.Generator) -> Part:
+                       num_classes: int, rng: np.random.Generator, logits: torch.Tensor | None = None) -> Part:
     """In-memory poisons (never persisted): one per forget image, donor images from retain."""
     poisons_x = forget.x.clone()
     if cfg.poison != "none":
@@ -81,7 +88,7 @@ def make_image_poisons(forget: Part, retain: Part, bank: ConceptBank, report: Co
                 d_loc = ((int(d_scores.rows[j, donor.donor_concept]), int(d_scores.cols[j, donor.donor_concept]))
                          if d_scores is not None else (0, 0))
                 poisons_x[i] = poison_image(forget.x[i], donor_imgs[j], cfg.poison, t_loc, d_loc, cfg, rng)
-    labels = poison_labels(forget.y, report.donors, cfg.labels, num_classes, rng)
+    labels = poison_labels(forget.y, report.donors, cfg.labels, num_classes, rng, logits)
     return Part(tuple(f"poison/{i:06d}" for i in range(len(forget))), poisons_x, labels)
 
 
