@@ -27,7 +27,7 @@ from unlearn_ops.methods.base import NotApplicable, make_config
 from unlearn_ops.methods.concept_poisoning import banks, features, pcbm, poisons, text
 from unlearn_ops.models import load_model, save_model
 from unlearn_ops.models.text import TextClassifier, embed_batched, text_classifier, tiny_text_spec, tokenized_part
-from unlearn_ops.training import TrainConfig, accuracy, fit
+from unlearn_ops.training import TrainConfig, accuracy, fit, predict_logits
 from unlearn_ops.verify import utility
 from unlearn_ops.verify.report import image_png, patch_grid
 
@@ -179,6 +179,23 @@ def test_forgets_the_class_and_keeps_the_rest(tiny_model, class_splits, tmp_path
 def test_keep_labels_is_the_control_that_does_not_forget(tiny_model, class_splits, tmp_path):
     result = run_method("concept_poisoning", tiny_model, class_splits, _params(tmp_path, labels="keep"), device="cpu")
     assert utility(result.model, class_splits, [FORGET_CLASS])["forget_accuracy"] > 0.8
+
+
+def test_nearest_labels_are_what_the_original_says_without_the_class(tiny_model, class_splits, tmp_path,
+                                                                     monkeypatch):
+    seen = []
+    real = cp.finetune
+    monkeypatch.setattr(cp, "finetune", lambda model, retain, poisons, *a: seen.append(poisons.y) or
+                        real(model, retain, poisons, *a))
+    params = _params(tmp_path, labels="nearest")
+    result = run_method("concept_poisoning", tiny_model, class_splits, params, device="cpu")
+    chosen = poisons.poison_sources(class_splits.forget, make_config(cp.Config, params))
+    kept = predict_logits(tiny_model, chosen.x)
+    kept[:, FORGET_CLASS] = float("-inf")
+    (labels,) = seen
+    assert torch.equal(labels, kept.argmax(1)) and len(set(labels.tolist())) > 1  # per image, not one donor
+    assert utility(result.model, class_splits, [FORGET_CLASS])["forget_accuracy"] <= 0.10
+    assert result.details["labels"] == "nearest"
 
 
 # ----------------------------------------------------------------------------- privacy
