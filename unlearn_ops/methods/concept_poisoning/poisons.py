@@ -56,8 +56,10 @@ def poison_labels(y: torch.Tensor, donors: dict[int, Donor], mode: str, num_clas
         return y.clone()
     if mode == "random":  # uniform over all classes: may draw the forgotten class (paper's caveat)
         return torch.from_numpy(rng.integers(0, num_classes, size=len(y)).astype(np.int64))
-    if mode == "nearest":  # per image, the kept class the original finds most likely: what a model that
-        if logits is None:  # never learnt the forgotten classes would call it (Boundary Shrink's label)
+    # nearest: per image, the kept class the original finds most likely, which is what a model that never learnt
+    # the forgotten classes (the donors' keys) would call it (Boundary Shrink's label)
+    if mode == "nearest":
+        if logits is None:
             raise ValueError("concept_poisoning: labels 'nearest' needs the original's logits on the forget images")
         kept = logits.clone()
         kept[:, sorted(donors)] = float("-inf")
