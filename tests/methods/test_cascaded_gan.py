@@ -9,7 +9,7 @@ from tests import gan_helpers as H
 from tests.methods.contract import assert_same_state, check_contract
 from unlearn_ops.methods import METHODS, run_method
 from unlearn_ops.methods.base import NotApplicable
-from unlearn_ops.methods.cascaded_gan import Config, _stop_subset, resolve_mode
+from unlearn_ops.methods.cascaded_gan import Anchor, Config, _g_batch, _stop_subset, resolve_mode
 from unlearn_ops.models import state_fingerprint
 from unlearn_ops.models.gan import GAN, latent
 from unlearn_ops.verify.gan import class_share
@@ -167,3 +167,37 @@ def test_g_norm_running_keeps_the_originals_batch_norm_statistics():
 def test_g_norm_is_checked():
     with pytest.raises(ValueError, match="g_norm"):
         Config(g_norm="instance")
+
+
+def _pool(kept: list[bool]) -> Anchor:
+    n = len(kept)
+    return Anchor(torch.zeros(n, 2), torch.zeros(n, 1, 2, 2), torch.tensor(kept))
+
+
+def test_focus_draws_its_share_of_each_g_batch_from_the_forgotten_class_cells():
+    pool = _pool([True] * 90 + [False] * 10)  # 10 % of the pool drawn as the forgotten class
+    pick = _g_batch(pool, 32, 0.5, torch.Generator().manual_seed(0))
+    assert len(pick) == 32
+    assert (~pool.kept[pick]).sum() >= 16  # half the batch from the free cells (the uniform half may add a few)
+    assert (~pool.kept[pick[16:]]).all()
+
+
+def test_focus_zero_is_the_uniform_draw_and_a_pool_without_the_class_falls_back_to_it():
+    uniform = torch.randint(0, 100, (32,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(_g_batch(_pool([True] * 90 + [False] * 10), 32, 0.0, torch.Generator().manual_seed(3)), uniform)
+    assert torch.equal(_g_batch(_pool([True] * 100), 32, 0.5, torch.Generator().manual_seed(3)), uniform)
+
+
+def test_focus_runs_through_the_method_and_the_class_still_leaves():
+    gan = H.tiny_gan()
+    settings = {"mode": "class", "class_epochs": 4, "class_min_epochs": 4, "batch_size": 32, "preserve_weight": 10.0,
+                "focus": 0.25}
+    result = run_method(NAME, gan, H.class_splits(), settings, device="cpu")
+    assert result.details["config"]["focus"] == 0.25
+    before = class_share(gan, [H.FORGET_CLASS], n=1000, seed=7)
+    assert class_share(result.model, [H.FORGET_CLASS], n=1000, seed=7) < before - 0.1
+
+
+def test_focus_is_checked():
+    with pytest.raises(ValueError, match="focus"):
+        Config(focus=1.0)

@@ -88,6 +88,7 @@ class Config:
     filter_pool: int = 2000               # generated_filtered, item mode: retained images the nearest-neighbour test compares with
     preserve_weight: float = 0.0          # class mode: weight of an MSE anchor keeping G(z) of kept-class latents as they were (0 = the paper's cascade)
     preserve_pool: int = 512              # latents drawn once for the anchor; G's batches come from them (why: _anchor)
+    focus: float = 0.0                    # class mode with the anchor: share of each G batch drawn from the pool's forgotten-class latents (why: _g_batch)
     g_norm: str = "batch"                 # G's batch norm during the steps: batch (as trained) | running (frozen statistics; why: _train_g)
     seed: int = 0                         # batch order, latent draws and substitute choice
 
@@ -95,6 +96,8 @@ class Config:
         check_choices(self, {"mode": MODES, "substitution": SUBSTITUTIONS, "g_norm": G_NORMS})
         check_positive(self, "epochs", "class_epochs", "lr_d", "lr_g", "class_lr_d", "class_lr_g", "batch_size",
                        "stop_samples", "stop_forget", "filter_oversample", "filter_pool", "preserve_pool")
+        if not 0 <= self.focus < 1:
+            raise ValueError(f"focus must be in [0, 1), got {self.focus}")
 
 
 def resolve_mode(cfg: Config, splits: Splits) -> str:
@@ -184,6 +187,18 @@ def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cf
     return Anchor(z, fake, torch.from_numpy(kept).to(dev))
 
 
+def _g_batch(anchor: Anchor, batch_size: int, focus: float, gen: torch.Generator) -> torch.Tensor:
+    """Indices into the anchor's pool for one G batch. With `focus`, that share of the batch comes from the
+    forgotten class's cells (the latents the anchor leaves free). Why: drawn uniformly, a batch holds a couple
+    of them among 30 held ones, so the fake label's gradient on the class is 1/32 of G's adversarial loss."""
+    free = torch.nonzero(~anchor.kept).flatten()
+    n_free = round(focus * batch_size) if len(free) else 0
+    pick = torch.randint(0, len(anchor.z), (batch_size - n_free,), generator=gen)
+    if n_free:
+        pick = torch.cat([pick, free.cpu()[torch.randint(0, len(free), (n_free,), generator=gen)]])
+    return pick
+
+
 def _stop_subset(forget_x: torch.Tensor, cfg: Config) -> torch.Tensor:
     """The forget images behind the stop rule: all of them, or a fixed random `stop_forget` of a larger set (a
     mean needs no more; scoring a whole class twice was a quarter of a Fashion-MNIST class run)."""
@@ -244,7 +259,7 @@ def unlearn(model: GAN, splits: Splits, cfg: Config, device: str = "auto",
             if anchor is None:
                 z = torch.randn(cfg.batch_size, gan.z_dim, generator=gen).to(dev)
             else:  # the G batch is drawn from the anchor's pool, so the anchor costs no second pass of G
-                pick = torch.randint(0, len(anchor.z), (cfg.batch_size,), generator=gen).to(dev)
+                pick = _g_batch(anchor, cfg.batch_size, cfg.focus, gen).to(dev)
                 z = anchor.z[pick]
             fake = g(z)
             # (a) D-unlearn: the fake label on x_u; (b) D-learn on D' and G(z); one D update
