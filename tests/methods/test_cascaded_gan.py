@@ -170,8 +170,8 @@ def test_g_norm_is_checked():
 
 
 def _pool(kept: list[bool]) -> Anchor:
-    n = len(kept)
-    return Anchor(torch.zeros(n, 2), torch.zeros(n, 1, 2, 2), torch.tensor(kept))
+    n, kept_t = len(kept), torch.tensor(kept)
+    return Anchor(torch.zeros(n, 2), torch.zeros(n, 1, 2, 2), kept_t, torch.nonzero(~kept_t).flatten())
 
 
 def test_focus_draws_its_share_of_each_g_batch_from_the_forgotten_class_cells():

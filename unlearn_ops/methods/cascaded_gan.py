@@ -170,6 +170,7 @@ class Anchor(NamedTuple):
     z: torch.Tensor      # the pool's latents
     drawn: torch.Tensor  # the original generator's G(z)
     kept: torch.Tensor   # True where the reference calls G(z) a kept class (the anchor holds only these)
+    free: torch.Tensor   # pool indices (CPU) of the others, the forgotten class's cells (what `focus` draws from)
 
 
 def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cfg: Config,
@@ -184,18 +185,17 @@ def _anchor(gan: GAN, reference: nn.Module | None, forget_classes: list[int], cf
     z = latent(cfg.preserve_pool, gan.z_dim, cfg.seed + 2, dev)
     fake = _drawn(gan, z)
     kept = ~np.isin(predict_logits(reference, fake.cpu()).argmax(1).numpy(), forget_classes)
-    return Anchor(z, fake, torch.from_numpy(kept).to(dev))
+    return Anchor(z, fake, torch.from_numpy(kept).to(dev), torch.from_numpy(np.flatnonzero(~kept)))
 
 
 def _g_batch(anchor: Anchor, batch_size: int, focus: float, gen: torch.Generator) -> torch.Tensor:
     """Indices into the anchor's pool for one G batch. With `focus`, that share of the batch comes from the
-    forgotten class's cells (the latents the anchor leaves free). Why: drawn uniformly, a batch holds a couple
-    of them among 30 held ones, so the fake label's gradient on the class is 1/32 of G's adversarial loss."""
-    free = torch.nonzero(~anchor.kept).flatten()
-    n_free = round(focus * batch_size) if len(free) else 0
+    forgotten class's cells (the latents the anchor leaves free). Why: drawn uniformly, a batch holds a few of
+    them among many held ones, so the fake label reaches the class through 1/batch_size of G's loss each."""
+    n_free = round(focus * batch_size) if len(anchor.free) else 0
     pick = torch.randint(0, len(anchor.z), (batch_size - n_free,), generator=gen)
     if n_free:
-        pick = torch.cat([pick, free.cpu()[torch.randint(0, len(free), (n_free,), generator=gen)]])
+        pick = torch.cat([pick, anchor.free[torch.randint(0, len(anchor.free), (n_free,), generator=gen)]])
     return pick
 
 
