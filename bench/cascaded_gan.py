@@ -22,6 +22,9 @@ classifier is `bench.references.base_model("mnist5k", 0)` (the project's SmallCN
 Targets (issue 7): 64 items: speed-up >= 300x, FID change <= +10 %, D-MIA AUC <= 0.55;
 class: forgotten-class share <= retrained GAN's + 1 point, speed-up >= 100x; (issue 24) FID change <=
 the retrained GAN's + 10 points.
+`--twin` also retrains each class deletion with seed + 100 and scores that second exact retrain against
+the same original and retrained GAN as the unlearned one: the class targets' noise floor (which of them a
+retrain itself meets), like random10's `retrain_twin`.
 
 Data sets (`--dataset`, `DATASETS`): `mnist5k` is the demo's GAN (docs/benchmarks/cascaded_gan.md);
 `fmnist` trains the same DCGAN on the 60 000 Fashion-MNIST images for a few epochs, a GAN whose
@@ -46,7 +49,16 @@ import numpy as np
 import torch
 
 from bench import references
-from bench.common import OUT_DIR, fmt, machine, md_table, method_settings, parse_variant, write_results
+from bench.common import (
+    OUT_DIR,
+    TWIN_SEED_OFFSET,
+    fmt,
+    machine,
+    md_table,
+    method_settings,
+    parse_variant,
+    write_results,
+)
 from bench.references import base_model, spec_for, store
 from flows.params import load_params
 from unlearn_ops.data.splits import Part, Splits
@@ -136,9 +148,10 @@ def scenario_splits(full: Splits, forget_mask: np.ndarray) -> Splits:
 
 def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img_dir: Path | None,
         progress=print, checkpoint=None, dataset: str = "mnist5k", overrides: dict | None = None,
-        name: str | None = None) -> dict[str, Any]:
+        name: str | None = None, twin: bool = False) -> dict[str, Any]:
     """The protocol; `checkpoint(payload)` is called with the rows so far after each scenario. Sample
-    grids are named after the report (`name`, default the data set's)."""
+    grids are named after the report (`name`, default the data set's). With `twin`, each class
+    deletion is also retrained with seed + TWIN_SEED_OFFSET and scored (row key `twin`)."""
     ds = DATASETS[dataset]
     name = name or ds.result
     s = store(dataset)
@@ -187,8 +200,13 @@ def run(seeds: list[int], classes: list[int], items: list[int], quick: bool, img
             progress(f"[seed {seed}] {label}: retraining on {len(splits.retain)} images")
             retrained, retrain_seconds, retrain_cpu = trained_gan(arch, cfg, splits.retain, seed, reference,
                                                                   ref_spec, dataset, f"{dataset} GAN s{seed} {label}")
-            shared = {name: evaluate(g, splits, forget_classes, n_eval, seed, downstream, fid_ref)
-                      for name, g in (("original", original), ("retrained", retrained))}
+            gans = {"original": original, "retrained": retrained}
+            if twin and mode == "class":
+                progress(f"[seed {seed}] {label}: a second exact retrain (seed {seed + TWIN_SEED_OFFSET})")
+                gans["twin"], _, _ = trained_gan(arch, cfg, splits.retain, seed + TWIN_SEED_OFFSET, reference, ref_spec,
+                                                 dataset, f"{dataset} GAN s{seed + TWIN_SEED_OFFSET} {label}")
+            shared = {model: evaluate(g, splits, forget_classes, n_eval, seed, downstream, fid_ref)
+                      for model, g in gans.items()}
             for sub, result in results.items():
                 row_name = label if sub == variants[0] else f"{label}/{sub}"
                 rows.append({"seed": seed, "scenario": row_name, "mode": mode, "substitution": sub,
@@ -221,7 +239,10 @@ def summarize(rows: list[dict]) -> tuple[list[dict], dict[str, bool]]:
              "retrain_cpu_s": [r["retrain_cpu_seconds"] for r in rs],
              "retrain_s": [r["retrain_seconds"] for r in rs], "iterations": [r["details"]["iterations"] for r in rs],
              "fid_change": fid_change, "retrain_fid_change": [r["retrained"]["fid"] / r["original"]["fid"] - 1 for r in rs]}
-        for model in ("original", "unlearned", "retrained"):
+        twin = all("twin" in r for r in rs)
+        if twin:
+            s["twin_fid_change"] = [r["twin"]["fid"] / r["original"]["fid"] - 1 for r in rs]
+        for model in ("original", "unlearned", "retrained", *(("twin",) if twin else ())):
             for key in ("d_mia_auc", "d_forget_mean", "d_generated_mean", "fid", "forget_class_share",
                         "downstream_test_accuracy", "downstream_retained_test_accuracy"):
                 if key in rs[0][model]:
@@ -229,20 +250,32 @@ def summarize(rows: list[dict]) -> tuple[list[dict], dict[str, bool]]:
         def m(key: str, s: dict = s) -> float:
             return float(np.mean(s[key]))
 
+        if twin and s["mode"] == "class":
+            s["twin_meets"] = class_targets_met(s, "twin")
         if label == "item-64":
             verdicts["item-64 speed-up >= 300x (wall clock)"] = m("speedup") >= TARGETS["item_speedup"]
             verdicts["item-64 speed-up >= 300x (CPU time)"] = m("cpu_speedup") >= TARGETS["item_speedup"]
             verdicts["item-64 FID change <= +10 %"] = m("fid_change") <= TARGETS["item_fid_change"]
             verdicts["item-64 D-MIA AUC <= 0.55"] = m("unlearned.d_mia_auc") <= TARGETS["item_d_mia_auc"]
         if s["mode"] == "class" and "/" not in label:  # targets on the configured substitution
-            verdicts[f"{label} share <= retrained + 1 pt"] = (
-                m("unlearned.forget_class_share") <= m("retrained.forget_class_share") + TARGETS["class_share_margin"])
+            met = class_targets_met(s, "unlearned")
+            verdicts[f"{label} share <= retrained + 1 pt"] = met["share"]
             verdicts[f"{label} speed-up >= 100x (wall clock)"] = m("speedup") >= TARGETS["class_speedup"]
             verdicts[f"{label} speed-up >= 100x (CPU time)"] = m("cpu_speedup") >= TARGETS["class_speedup"]
-            verdicts[f"{label} FID change <= retrained's + 10 points"] = (
-                m("fid_change") <= m("retrain_fid_change") + TARGETS["class_fid_margin"])
+            verdicts[f"{label} FID change <= retrained's + 10 points"] = met["fid"]
         out.append(s)
     return out, verdicts
+
+
+def class_targets_met(s: dict, model: str) -> dict[str, bool]:
+    """Whether `model` ("unlearned", or "twin": the second exact retrain) meets the class targets on the
+    means of a scenario summary: share <= the retrained GAN's + 1 point, FID change <= its + 10 points."""
+    def m(key: str) -> float:
+        return float(np.mean(s[key]))
+
+    fid_change = "fid_change" if model == "unlearned" else f"{model}_fid_change"
+    return {"share": m(f"{model}.forget_class_share") <= m("retrained.forget_class_share") + TARGETS["class_share_margin"],
+            "fid": m(fid_change) <= m("retrain_fid_change") + TARGETS["class_fid_margin"]}
 
 
 # Production gates (params.yaml `gan_gates`) calibrated like the classifier's (bench/calibrate_gates.py):
@@ -320,6 +353,7 @@ def markdown(payload: dict, summary: list[dict], verdicts: dict[str, bool], argv
         lines += ["## Class unlearning: forgotten-class share of generated samples (%)\n",
                   md_table(["scenario", "original", "unlearned", "retrained"], rows_class) + "\n",
                   f"Share target met on {sum(verdicts[k] for k in share)} of {len(share)} classes.\n"]
+    lines += noise_floor(summary)
     lines += ["## Downstream: classifier trained on generated samples, real test accuracy\n",
               md_table(["scenario", "original", "unlearned", "retrained", "unlearned (kept classes)",
                         "retrained (kept classes)"], rows_ds) + "\n",
@@ -344,6 +378,31 @@ def markdown(payload: dict, summary: list[dict], verdicts: dict[str, bool], argv
                              fails(g["original"], g["max"]), fails(g["unlearned"], g["max"])]
                             for k, g in proposal.items()]) + "\n"]
     return "\n".join(lines)
+
+
+def noise_floor(summary: list[dict]) -> list[str]:
+    """The `--twin` section: the class targets applied to a second exact retrain, beside the unlearned GAN."""
+    rows = [s for s in summary if "twin_meets" in s and "/" not in s["scenario"]]
+    if not rows:
+        return []
+
+    def pct(v: list[float]) -> str:
+        return fmt([100 * x for x in v], 1)
+
+    table = [[s["scenario"], s["seeds"], pct(s["unlearned.forget_class_share"]), pct(s["retrained.forget_class_share"]),
+              pct(s["twin.forget_class_share"]), pct(s["fid_change"]), pct(s["retrain_fid_change"]),
+              pct(s["twin_fid_change"]), "yes" if s["twin_meets"]["share"] else "**no**",
+              "yes" if s["twin_meets"]["fid"] else "**no**"] for s in rows]
+    unlearned = [class_targets_met(s, "unlearned") for s in rows]
+    return [f"## Noise floor: a second exact retrain (`--twin`, seed + {TWIN_SEED_OFFSET})\n",
+            "The same retrain with another seed, scored against the same original and retrained GAN as the unlearned "
+            "one and held to the same class targets: how far two exact retrains land apart on each target.\n",
+            md_table(["scenario", "seeds", "share unlearned %", "share retrained %", "share twin %",
+                      "FID change unlearned %", "FID change retrained %", "FID change twin %", "twin meets share",
+                      "twin meets FID"], table) + "\n",
+            f"The second retrain meets the share target on {sum(s['twin_meets']['share'] for s in rows)} of "
+            f"{len(rows)} classes and the FID target on {sum(s['twin_meets']['fid'] for s in rows)} of {len(rows)}; "
+            f"the unlearned GAN on {sum(u['share'] for u in unlearned)} and {sum(u['fid'] for u in unlearned)}.\n"]
 
 
 def merge(files: list[Path], out_dir: Path, argv: list[str], label: str = "") -> dict:
@@ -388,6 +447,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--variant", default=None, metavar="cascaded_gan:KEY=VALUE,...",
                     help="settings changed on top of the data set's (needs --label: the main report stays as it is)")
     ap.add_argument("--label", default="", help="a second report of the data set: <result>-<label>.{md,json}")
+    ap.add_argument("--twin", action="store_true",
+                    help="also retrain each class deletion with seed + 100: the class targets' noise floor")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="combine the JSON results of earlier runs (e.g. one process per seed) instead of running")
     args = ap.parse_args(argv)
@@ -414,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     "seconds": time.perf_counter() - start, "machine": machine()})
 
     payload = run(seeds, classes, items, args.quick, img_dir, progress=lambda m: print(m, flush=True),
-                  checkpoint=checkpoint, dataset=args.dataset, overrides=overrides, name=name)
+                  checkpoint=checkpoint, dataset=args.dataset, overrides=overrides, name=name, twin=args.twin)
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts, "quick": args.quick,
                     "gate_proposal": gate_proposal(payload["rows"]),

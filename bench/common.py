@@ -27,6 +27,9 @@ from unlearn_ops.utils import project_root
 
 OUT_DIR = project_root() / "docs" / "benchmarks"
 LOAD_AT_START = os.getloadavg()[0]   # when the benchmark process started
+# A second exact retrain ("twin") is trained with the run's seed + this, outside every protocol's seed range;
+# scored like a method, it is the noise floor of any target taken relative to one retrained model.
+TWIN_SEED_OFFSET = 100
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any
 
 from bench import compare
 from bench.common import (
+    TWIN_SEED_OFFSET,
     load_note,
     load_record,
     load_runs,
@@ -48,7 +49,6 @@ NAME = "random10"
 FRACTION = 0.10
 TARGET_GAP, TARGET_SPEEDUP = 1.0, 10.0
 FLOOR_GAP = 0.6  # issue 24: at the noise floor, mean ≤ 0.6 and ≤ the twin's gap on at least half of the seeds
-TWIN_SEED_OFFSET = 100  # the independent retrain's seed: s + 100, outside every protocol's seed range
 KEYS = ("forget_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy", "mia_loss_auc", "mia_simple",
         "forgetting_rate", "forget_accuracy_gap", "forget_accuracy_z", "test_accuracy_drop")
 QUICK = Memorizing(dataset="digits", subset_size=500, epochs=30, lr=3e-3, batch_size=32)

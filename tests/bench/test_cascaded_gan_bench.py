@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import BENCHES
-from bench.cascaded_gan import DATASETS, build_settings, gate_proposal, main, summarize
+from bench.cascaded_gan import DATASETS, build_settings, gate_proposal, main, noise_floor, summarize
 
 
 def test_listed():
@@ -18,7 +18,7 @@ def test_quick_protocol_writes_results(tmp_path, monkeypatch):
     from bench import references as refs
 
     monkeypatch.setattr(refs, "CACHE", tmp_path / "cache")  # its tiny GANs stay out of var/bench-cache
-    payload = main(["--quick", "--out-dir", str(tmp_path)])
+    payload = main(["--quick", "--twin", "--out-dir", str(tmp_path)])
     data = json.loads((tmp_path / "cascaded_gan.json").read_text())
     assert data["quick"] is True and data["fid_kind"].startswith("classifier-feature FID")
     scenarios = {r["scenario"] for r in data["rows"]}
@@ -30,13 +30,16 @@ def test_quick_protocol_writes_results(tmp_path, monkeypatch):
             assert 0.0 <= row[model]["d_mia_auc"] <= 1.0 and row[model]["fid"] >= 0
     klass = next(r for r in data["rows"] if r["scenario"] == "class-3")
     assert "forget_class_share" in klass["retrained"]
+    # --twin: the class deletion's second exact retrain is scored like the others; an item deletion has none
+    assert "forget_class_share" in klass["twin"] and klass["twin"]["fid"] != klass["retrained"]["fid"]
+    assert not any("twin" in r for r in data["rows"] if r["mode"] == "item")
     md = (tmp_path / "cascaded_gan.md").read_text()
     assert "not Inception-FID" in md and "## Targets" in md and "## Production gates" in md
     assert (tmp_path / "img" / "cascaded_gan_original.png").is_file()
     assert set(payload["verdicts"]) == {"class-3 share <= retrained + 1 pt", "class-3 speed-up >= 100x (wall clock)",
                                         "class-3 speed-up >= 100x (CPU time)",
                                         "class-3 FID change <= retrained's + 10 points"}
-    assert "Share target met on" in md
+    assert "Share target met on" in md and "## Noise floor" in md
 
 
 def test_quick_refuses_to_overwrite_the_published_results():
@@ -83,6 +86,24 @@ def test_class_fid_target_is_relative_to_the_retrained_gans_change(unlearned_fid
 def test_class_share_target_allows_one_point_over_retraining(unlearned_share, passes):
     _, verdicts = summarize([class_row(0, (100.0, 100.0, 100.0), (0.10, unlearned_share, 0.02))])
     assert verdicts["class-0 share <= retrained + 1 pt"] is passes
+
+
+@pytest.mark.parametrize("twin_fid, twin_share, meets", [(119.0, 0.029, {"share": True, "fid": True}),
+                                                         (121.0, 0.031, {"share": False, "fid": False})])
+def test_the_twin_is_held_to_the_unlearned_gans_targets(twin_fid, twin_share, meets):
+    # retrained: FID change +10 %, share 2 %; the twin may be at most +20 % (FID 120) and 3 %
+    r = class_row(0, (100.0, 100.0, 110.0), (0.10, 0.02, 0.02))
+    r["twin"] = {"d_mia_auc": 0.5, "fid": twin_fid, "forget_class_share": twin_share}
+    summary, verdicts = summarize([r])
+    assert summary[0]["twin_meets"] == meets
+    assert verdicts["class-0 FID change <= retrained's + 10 points"]  # the unlearned GAN's verdicts are its own
+    section = "\n".join(noise_floor(summary))
+    assert f"share target on {int(meets['share'])} of 1 classes and the FID target on {int(meets['fid'])} of 1" in section
+
+
+def test_no_noise_floor_section_without_a_twin():
+    summary, _ = summarize([class_row(0, (100.0, 100.0, 110.0), (0.10, 0.02, 0.02))])
+    assert "twin_meets" not in summary[0] and noise_floor(summary) == []
 
 
 def test_fmnist_profile_changes_only_what_it_names():
