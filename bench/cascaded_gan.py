@@ -1,7 +1,8 @@
 """Benchmark `cascaded_gan`: GAN item and class unlearning, side by side with retraining.
 
     python -m bench cascaded_gan [--dataset mnist5k|fmnist] [--quick] [--seeds 0 1 2] [--classes 0 3 8]
-                                 [--items 64 256] [--out-dir DIR]
+                                 [--items 64 256] [--twin] [--out-dir DIR]
+    python -m bench cascaded_gan --merge RUN.json ... [--classes 0 3 8] [--label L]   # one report over runs
 
 Per seed: train the GAN on the 4 000 MNIST-5k train images with the build's schedule
 (params.yaml `gan.gan`); then for each scenario (item deletion of n random images; deletion of a
@@ -405,8 +406,9 @@ def noise_floor(summary: list[dict]) -> list[str]:
             f"the unlearned GAN on {sum(u['share'] for u in unlearned)} and {sum(u['fid'] for u in unlearned)}.\n"]
 
 
-def merge(files: list[Path], out_dir: Path, argv: list[str], label: str = "") -> dict:
-    """One result from several runs of the same protocol (their rows concatenated, summary redone)."""
+def merge(files: list[Path], out_dir: Path, argv: list[str], label: str = "", classes: list[int] | None = None) -> dict:
+    """One result from several runs of the same protocol (their rows concatenated, summary redone);
+    with `classes`, only the class deletions of those classes (e.g. three classes out of an all-class run)."""
     import json
 
     parts = [json.loads(Path(f).read_text()) for f in files]
@@ -416,7 +418,8 @@ def merge(files: list[Path], out_dir: Path, argv: list[str], label: str = "") ->
         if differ:
             raise SystemExit(f"cannot merge runs that differ in {differ}")
     payload = {k: parts[0].get(k) for k in keys + ("reference_test_accuracy",)}
-    payload["rows"] = [row for part in parts for row in part["rows"]]
+    payload["rows"] = [row for part in parts for row in part["rows"]
+                       if classes is None or (row["mode"] == "class" and set(row["forget_classes"]) <= set(classes))]
     summary, verdicts = summarize(payload["rows"])
     payload.update({"summary": summary, "targets": TARGETS, "verdicts": verdicts,
                     "gate_proposal": gate_proposal(payload["rows"]), "merged_from": [str(f) for f in files],
@@ -453,7 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="combine the JSON results of earlier runs (e.g. one process per seed) instead of running")
     args = ap.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.out_dir or OUT_DIR, argv, args.label)
+        return merge(args.merge, args.out_dir or OUT_DIR, argv, args.label, args.classes)
     overrides = parse_variant(args.variant, [NAME])[1] if args.variant else {}
     if overrides and not args.label:
         ap.error("--variant needs --label, so that it does not overwrite the report of the data set's settings")

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +138,23 @@ def test_trained_gans_are_cached_with_their_measured_seconds(tmp_path, monkeypat
 def test_a_variant_needs_its_own_label():
     with pytest.raises(SystemExit):
         main(["--dataset", "fmnist", "--variant", "cascaded_gan:preserve_weight=10"])
+
+
+def test_merge_keeps_only_the_classes_asked_for(tmp_path):
+    def run_file(name: str, classes: list[int]) -> Path:
+        rows = [{**class_row(0, (100.0, 100.0, 110.0), (0.10, 0.02, 0.02)), "scenario": f"class-{c}",
+                 "forget_classes": [c]} for c in classes]
+        for r in rows:
+            for model in ("original", "unlearned", "retrained"):
+                r[model].update(d_forget_mean=0.5, d_generated_mean=0.5)
+        payload = {"dataset": "fmnist", "gan": {}, "schedule": {}, "method": {}, "fid_kind": "f", "eval_samples": 10,
+                   "downstream": {}, "threads": 1, "quick": False, "reference_test_accuracy": 0.9, "rows": rows,
+                   "seconds": 1.0, "argv": [], "machine": {}}
+        (tmp_path / name).write_text(json.dumps(payload))
+        return tmp_path / name
+
+    files = [run_file("a.json", [0, 1, 2]), run_file("b.json", [3, 8, 9])]
+    merged = main(["--merge", *map(str, files), "--classes", "0", "3", "8", "--out-dir", str(tmp_path / "out")])
+    assert [r["scenario"] for r in merged["rows"]] == ["class-0", "class-3", "class-8"]
+    assert {s["scenario"] for s in merged["summary"]} == {"class-0", "class-3", "class-8"}
+    assert len(main(["--merge", *map(str, files), "--out-dir", str(tmp_path / "all")])["rows"]) == 6
