@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="mnist5k: the demo's GAN (default); fmnist: the 60 000 Fashion-MNIST images")
     ap.add_argument("--quick", action="store_true", help="one seed, 400 images, narrow GAN: a smoke test")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
-    ap.add_argument("--classes", type=int, nargs="+", default=None, help="classes to forget (default 0 3 8)")
+    ap.add_argument("--classes", type=int, nargs="+", default=None,
+                    help="classes to forget (default 0 3 8); with --merge, the classes whose rows are kept")
     ap.add_argument("--items", type=int, nargs="*", default=None,
                     help="item deletion sizes (default 64 256; fmnist: none)")
     ap.add_argument("--out-dir", type=Path, default=None, help="where results go (default docs/benchmarks)")
