@@ -249,7 +249,7 @@ def summarize(rows: list[dict]) -> tuple[list[dict], dict[str, bool]]:
                 if key in rs[0][model]:
                     s[f"{model}.{key}"] = [r[model][key] for r in rs]
         def m(key: str, s: dict = s) -> float:
-            return float(np.mean(s[key]))
+            return _mean(s, key)
 
         if twin and s["mode"] == "class":
             s["twin_meets"] = class_targets_met(s, "twin")
@@ -268,15 +268,17 @@ def summarize(rows: list[dict]) -> tuple[list[dict], dict[str, bool]]:
     return out, verdicts
 
 
+def _mean(s: dict, key: str) -> float:
+    """The mean over seeds of one entry of a scenario summary."""
+    return float(np.mean(s[key]))
+
+
 def class_targets_met(s: dict, model: str) -> dict[str, bool]:
     """Whether `model` ("unlearned", or "twin": the second exact retrain) meets the class targets on the
     means of a scenario summary: share <= the retrained GAN's + 1 point, FID change <= its + 10 points."""
-    def m(key: str) -> float:
-        return float(np.mean(s[key]))
-
     fid_change = "fid_change" if model == "unlearned" else f"{model}_fid_change"
-    return {"share": m(f"{model}.forget_class_share") <= m("retrained.forget_class_share") + TARGETS["class_share_margin"],
-            "fid": m(fid_change) <= m("retrain_fid_change") + TARGETS["class_fid_margin"]}
+    share = _mean(s, f"{model}.forget_class_share") <= _mean(s, "retrained.forget_class_share") + TARGETS["class_share_margin"]
+    return {"share": share, "fid": _mean(s, fid_change) <= _mean(s, "retrain_fid_change") + TARGETS["class_fid_margin"]}
 
 
 # Production gates (params.yaml `gan_gates`) calibrated like the classifier's (bench/calibrate_gates.py):
