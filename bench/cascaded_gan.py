@@ -386,9 +386,10 @@ def markdown(payload: dict, summary: list[dict], verdicts: dict[str, bool], argv
 def per_run(rows: list[dict]) -> list[str]:
     """The class targets run by run (each seed and class on its own, where the verdicts above read the
     means over seeds), for the unlearned GAN and, where every run has one, the second exact retrain."""
-    runs = [summarize([r])[0][0] for r in rows if r["mode"] == "class" and "/" not in r["scenario"]]
-    if len(runs) < 2:
+    class_rows = [r for r in rows if r["mode"] == "class" and "/" not in r["scenario"]]
+    if len(class_rows) == len({r["scenario"] for r in class_rows}):  # one seed: the verdicts are the runs
         return []
+    runs = [summarize([r])[0][0] for r in class_rows]
 
     def counts(model: str) -> str:
         met = [class_targets_met(s, model) for s in runs]

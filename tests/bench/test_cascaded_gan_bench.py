@@ -112,7 +112,8 @@ def test_per_run_counts_each_seed_against_its_own_retrained_gan():
         r["twin"] = {"d_mia_auc": 0.5, "fid": 100.0, "forget_class_share": twin_share}
     assert per_run(rows)[0].endswith("; a second exact retrain meets the share target in 1, the FID target in 2 and "
                                      "both in 1 of 2 runs.\n")
-    assert per_run(rows[:1]) == []  # one run: the means are the run
+    other_class = {**rows[1], "scenario": "class-1"}
+    assert per_run([rows[0], other_class]) == []  # one seed: the verdicts on the means are the runs
 
 
 def test_no_noise_floor_section_without_a_twin():
