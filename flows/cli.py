@@ -314,5 +314,17 @@ def _request_ids(files: list[Path]) -> set[str]:
     return ids
 
 
+def main() -> None:
+    """The `unlearn` command: a params.yaml the pipeline cannot keep its promises with stops it with
+    one line (exit 2), not a traceback."""
+    from tasks.workspace import ConfigError
+
+    try:
+        app()
+    except ConfigError as e:
+        typer.echo(f"error: params.yaml: {e}", err=True)
+        raise SystemExit(2) from e
+
+
 if __name__ == "__main__":
-    app()
+    main()

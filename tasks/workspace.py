@@ -17,6 +17,10 @@ from unlearn_ops.methods import method_params
 from unlearn_ops.sharding import is_sharded
 
 
+class ConfigError(ValueError):
+    """params.yaml asks for something the pipeline cannot do truthfully; nothing has run."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -31,7 +35,9 @@ class Workspace:
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        return yaml.safe_load((self.root / "params.yaml").read_text()) or {}
+        params = yaml.safe_load((self.root / "params.yaml").read_text()) or {}
+        self._check_one_model_per_store(params.get("models") or {})
+        return params
 
     inbox = property(lambda self: self.root / "data" / "requests" / "inbox")
     processed = property(lambda self: self.root / "data" / "requests" / "processed")
@@ -44,6 +50,24 @@ class Workspace:
 
     def served_models(self) -> dict[str, dict[str, Any]]:
         return dict(self.params.get("models") or {})
+
+    def _check_one_model_per_store(self, models: dict[str, dict[str, Any]]) -> None:
+        """A request names one model and its batch retires that model alone, so a second model
+        trained on the same store would keep serving what it learnt from the purged samples while
+        the certificate says they are forgotten: such a params.yaml is refused when it is read, before
+        any request is touched."""
+        owner: dict[Path, str] = {}
+        for name, section in models.items():
+            if not (section or {}).get("store_dir"):
+                continue
+            store = self.path(section["store_dir"]).resolve()
+            if store in owner:
+                raise ConfigError(
+                    f"models.{owner[store]} and models.{name} are trained on the same store ({store}): a deletion "
+                    f"request names one model, so the other would keep serving what it learnt from the erased "
+                    f"samples and the certificate would be false. Give each model a store of its own "
+                    f"(docs/erasure.md, \"One store, one model\")")
+            owner[store] = name
 
     def family(self, model: str) -> str:
         """`classifier` (default), `text`, `gan` or `lm`: which metrics verify the model (params.yaml `models.<name>.family`)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli import app, main
 from tests.flows.conftest import MODEL, PARAMS
 from unlearn_ops.data.sources import load_digits
 from unlearn_ops.data.store import build_store
@@ -94,3 +96,19 @@ def test_submit_answers_every_file_even_after_a_hostile_one(tmp_path, monkeypatc
     (reason,) = (root / "data" / "requests" / "quarantine").glob("*deep.json.reason.txt")
     assert "nested deeper than 8 levels" in reason.read_text()
     assert deep.exists()  # the user's file stays
+
+
+def test_two_models_on_one_store_stop_the_command_before_any_request(tmp_path, monkeypatch, capsys):
+    # a GAN on the classifier's store: a certificate for one model would be false for the other
+    root = make_root(tmp_path)
+    models = {**PARAMS["models"], "digits-gan": {**PARAMS["models"][MODEL], "family": "gan"}}
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "models": models}))
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"request_id": "cli-1", "model": MODEL, "kind": "class", "class_label": 2}))
+    monkeypatch.setattr(sys, "argv", ["unlearn", "request", "submit", str(request), "--root", str(root)])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith("error: params.yaml: models.digits-classifier and models.digits-gan are trained on the same")
+    assert "Traceback" not in err and not (root / "data" / "requests").exists()

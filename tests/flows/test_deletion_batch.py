@@ -9,7 +9,7 @@ import yaml
 
 from flows import deletion_batch as db
 from tasks.registry import CANDIDATE, CHAMPION, version_by_alias
-from tasks.workspace import Workspace
+from tasks.workspace import ConfigError, Workspace
 from tests.flows.conftest import MODEL, PARAMS, errors, make_workspace
 from unlearn_ops.audit import AuditLog
 from unlearn_ops.data.store import SampleStore
@@ -247,3 +247,15 @@ def test_a_bug_in_a_method_is_reported_and_the_request_still_honoured(tmp_path, 
     assert "### Attempt `finetune` — ERROR" in md and "ZeroDivisionError" in md and "return 1 / 0" in md
     assert "finetune ✗ → retrain ✓" in md
     assert Ledger(ws.ledger_path).find("r-subject")[0].state == "registered"
+
+
+def test_two_models_on_one_store_stop_the_run_before_the_inbox_is_read(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["models"]["digits-gan"] = {**params["models"][MODEL], "family": "gan"}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    ws = Workspace.at(workspace)
+    ws.inbox.mkdir(parents=True, exist_ok=True)
+    (ws.inbox / "subject.json").write_text(json.dumps(SUBJECT))
+    with pytest.raises(ConfigError, match="models.digits-classifier and models.digits-gan"):
+        db.deletion_batch(root=str(workspace))
+    assert (ws.inbox / "subject.json").exists() and not Ledger(ws.ledger_path).entries()

@@ -30,7 +30,7 @@ def test_an_unknown_family_is_refused(tmp_path):
 
 
 def test_the_gates_section_follows_the_family(tmp_path):
-    (tmp_path / "params.yaml").write_text("models: {g: {store_dir: s, family: gan}, c: {store_dir: s}}\n"
+    (tmp_path / "params.yaml").write_text("models: {g: {store_dir: sg, family: gan}, c: {store_dir: sc}}\n"
                                           "gates: {class: {}}\ngan_gates: {subject: {}}\n")
     ws = Workspace.at(tmp_path)
     assert ws.family("c") == "classifier" and ws.gates_for("c") == {"class": {}}
